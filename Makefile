@@ -1,0 +1,124 @@
+# loco — one non-recursive Makefile.
+#   make              build/loco
+#   make test         every test (unit, integration, PyTorch reference, fuzz corpus replay)
+#   make test-long    the slow scenarios
+#   make check        the tests under SANITIZE=address,undefined
+#   make bench        the benchmarks (tests/bench)
+#   make clean
+# Switches: SANITIZE=address,undefined  CUDA=1  V=1  NATIVE=0 (portable, no -march=native)
+
+CC       ?= cc
+NVCC     ?= /usr/local/cuda/bin/nvcc
+PYTHON   ?= /usr/bin/python3
+BUILD    ?= build
+NATIVE   ?= 1
+
+BLASDIR  := /usr/lib/x86_64-linux-gnu/openblas-openmp
+CPPFLAGS := -I. -D_GNU_SOURCE -MMD -MP
+# -ffp-contract=off: outer-step arithmetic must round the same way on every peer (ALGORITHMS.md).
+CFLAGS   := -std=c11 -Wall -Wextra -O3 -g -fopenmp -ffp-contract=off -fno-strict-aliasing
+LDFLAGS  := -fopenmp -L$(BLASDIR) -Wl,-rpath,$(BLASDIR)
+LDLIBS   := -lopenblas -lzmq -lsodium -lcrypto -lpthread -lm
+
+ifeq ($(NATIVE),1)
+CFLAGS   += -march=native
+endif
+ifneq ($(SANITIZE),)
+CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS  += -fsanitize=$(SANITIZE)
+BUILD    := build/san
+endif
+ifeq ($(CUDA),1)
+CPPFLAGS += -DLOCO_CUDA -I/usr/local/cuda/include
+LDFLAGS  += -L/usr/local/cuda/lib64 -Wl,-rpath,/usr/local/cuda/lib64
+LDLIBS   += -lcublas -lcudart
+NVFLAGS  := -O3 -std=c++17 -I. -arch=sm_80 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 --expt-relaxed-constexpr
+BUILD    := $(BUILD)/cuda
+endif
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+MODULES  := model optim net gossip node
+LIB_SRC  := $(filter-out node/main.c,$(wildcard $(addsuffix /*.c,$(MODULES))))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CU_SRC   := $(if $(filter 1,$(CUDA)),$(wildcard model/*.cu),)
+CU_OBJ   := $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
+LIB      := $(BUILD)/libloco.a
+BIN      := $(BUILD)/loco
+
+TEST_SRC := $(wildcard tests/*/test_*.c)
+TEST_BIN := $(TEST_SRC:%.c=$(BUILD)/%)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/fuzz/replay_%)
+BENCH_SRC:= $(wildcard tests/bench/bench_*.c)
+BENCH_BIN:= $(BENCH_SRC:%.c=$(BUILD)/%)
+
+.PHONY: all test test-long check bench clean fuzz
+all: $(BIN)
+
+# Rebuild everything when the flags change (Redis-style).
+FLAGS_FILE := $(BUILD)/.flags
+FLAGS_NOW  := $(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $(LDLIBS) $(NVFLAGS)
+$(FLAGS_FILE): FORCE
+	@mkdir -p $(BUILD)
+	@if [ "$$(cat $@ 2>/dev/null)" != "$(FLAGS_NOW)" ]; then echo "$(FLAGS_NOW)" > $@; fi
+FORCE:
+
+$(BUILD)/%.o: %.c $(FLAGS_FILE)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC    $<")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.cu.o: %.cu $(FLAGS_FILE)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  NVCC  $<")
+	$(Q)$(NVCC) $(NVFLAGS) -DLOCO_CUDA -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJ) $(CU_OBJ)
+	@$(if $(Q),echo "  AR    $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BIN): $(BUILD)/node/main.o $(LIB)
+	@$(if $(Q),echo "  LD    $@")
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) $(if $(CU_OBJ),-lstdc++) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
+	@$(if $(Q),echo "  LD    $@")
+	$(Q)$(CC) $(LDFLAGS) $^ -lcriterion $(LDLIBS) $(if $(CU_OBJ),-lstdc++) -o $@
+
+$(BUILD)/tests/bench/%: $(BUILD)/tests/bench/%.o $(LIB)
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) $(if $(CU_OBJ),-lstdc++) -o $@
+
+# Each fuzz target also builds as a plain replay driver that runs its saved corpus in `make test`.
+$(BUILD)/tests/fuzz/replay_%: tests/fuzz/%.c tests/fuzz/replay_main.c $(LIB) $(FLAGS_FILE)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< tests/fuzz/replay_main.c $(LIB) $(LDFLAGS) $(LDLIBS) -o $@
+
+# Real fuzzing (clang + libFuzzer): make fuzz TARGET=fuzz_shard SECONDS=600
+fuzz:
+	$(MAKE) BUILD=build/fuzz CC=clang NATIVE=0 CFLAGS_EXTRA= $(BUILD)/libloco.a >/dev/null
+	clang $(CPPFLAGS) -std=c11 -g -O1 -fopenmp -fsanitize=fuzzer,address,undefined tests/fuzz/$(TARGET).c \
+	  $$(ls build/fuzz/*/*.o | grep -v node/main.o) $(LDFLAGS) $(LDLIBS) -o build/$(TARGET)
+	mkdir -p build/corpus-$(TARGET) && cp tests/fuzz/corpus/$(TARGET)/* build/corpus-$(TARGET)/ 2>/dev/null || true
+	build/$(TARGET) -max_total_time=$(SECONDS) build/corpus-$(TARGET)
+
+test: $(BIN) $(TEST_BIN) $(FUZZ_BIN)
+	$(Q)LOCO_BUILD=$(BUILD) PYTHON=$(PYTHON) tests/run.sh
+
+test-long: $(BIN) $(TEST_BIN)
+	$(Q)LOCO_BUILD=$(BUILD) PYTHON=$(PYTHON) LOCO_LONG=1 tests/run.sh
+
+check:
+	$(MAKE) test SANITIZE=address,undefined
+
+bench: $(BIN) $(BENCH_BIN)
+	$(Q)LOCO_BUILD=$(BUILD) PYTHON=$(PYTHON) tests/bench/run.sh
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,22 @@
+// Subcommands of the loco binary. Each takes the arguments after its name and returns the process
+// exit code: 0 ok, 1 runtime failure, 2 usage or config error. Only main() calls exit().
+#ifndef LOCO_NODE_CLI_H
+#define LOCO_NODE_CLI_H
+
+#include "node/config.h"
+
+int cmd_data(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
+
+// Shared option handling: "-c FILE" and "--set section.key=value" (repeatable), applied in order
+// over the defaults, then validated. Other options are left for the caller: argv entries consumed
+// here are set to NULL. Returns 0, or 2 after printing the error.
+int cli_load_config(loco_config_t *cfg, int argc, char **argv, int require_file);
+
+// Prints "loco CMD: message" to stderr and returns 2.
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,245 @@
+// loco export, loco sample: what a user does with a trained checkpoint.
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model/gpt.h"
+#include "model/rng.h"
+#include "node/checkpoint.h"
+#include "node/cli.h"
+#include "node/trainer.h"
+
+// Loads the model config and weights (θ or φ) of a checkpoint file or directory into a fresh
+// buffer. Returns 0 or -1 with the reason.
+static int s_load_weights(const char *ck, const char *which, gpt_config_t *cfg, float **out, char *err, size_t errlen) {
+    char path[1200], why[512];
+    ckpt_t c;
+    const float *p;
+    if (ckpt_resolve(ck, path, sizeof path, err, errlen) != 0) return -1;
+    if (ckpt_load(&c, path, err, errlen) != 0) return -1;
+    if (ckpt_model(&c, which, cfg, &p, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%.600s: %.400s", path, why);
+        ckpt_free(&c);
+        return -1;
+    }
+    size_t n = gpt_num_params(cfg);
+    *out = malloc(n * sizeof(float));
+    if (*out) memcpy(*out, p, n * sizeof(float));
+    ckpt_free(&c);
+    if (!*out) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+// Safetensors: u64 LE header length, a JSON header naming each tensor's dtype, shape and byte
+// range, then the raw little-endian data.
+static int s_write_safetensors(const char *out, const gpt_config_t *cfg, const float *params, char *err, size_t errlen) {
+    int nt = gpt_num_tensors(cfg);
+    size_t cap = (size_t)nt * 160 + 64, len = 0;
+    char *hdr = malloc(cap);
+    if (!hdr) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    len += (size_t)snprintf(hdr + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
+    size_t off = 0;
+    for (int i = 0; i < nt; i++) {
+        gpt_tensor_t t;
+        gpt_tensor(cfg, i, &t);
+        size_t bytes = t.numel * sizeof(float);
+        if (t.ndim == 2) {
+            int r = t.transposed ? t.shape[1] : t.shape[0], c = t.transposed ? t.shape[0] : t.shape[1];
+            len += (size_t)snprintf(hdr + len, cap - len, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%d,%d],\"data_offsets\":[%zu,%zu]}",
+                                    t.name, r, c, off, off + bytes);
+        } else {
+            len += (size_t)snprintf(hdr + len, cap - len, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%d],\"data_offsets\":[%zu,%zu]}",
+                                    t.name, t.shape[0], off, off + bytes);
+        }
+        off += bytes;
+    }
+    len += (size_t)snprintf(hdr + len, cap - len, "}");
+    while (len % 8) hdr[len++] = ' '; // 8-byte aligned data, as the format recommends
+    char tmp[1200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+        free(hdr);
+        return -1;
+    }
+    uint8_t l8[8];
+    ckpt_put_u64(l8, len);
+    int ok = fwrite(l8, 1, 8, f) == 8 && fwrite(hdr, 1, len, f) == len;
+    free(hdr);
+    float *buf = NULL;
+    for (int i = 0; ok && i < nt; i++) {
+        gpt_tensor_t t;
+        gpt_tensor(cfg, i, &t);
+        const float *src = params + t.offset;
+        if (t.transposed) {
+            // loco stores (out, in); Hugging Face's Conv1D stores (in, out).
+            int R = t.shape[0], C = t.shape[1];
+            float *nb = realloc(buf, t.numel * sizeof(float));
+            if (!nb) { ok = 0; break; }
+            buf = nb;
+            for (int r = 0; r < R; r++)
+                for (int c = 0; c < C; c++) buf[(size_t)c * R + r] = src[(size_t)r * C + c];
+            src = buf;
+        }
+        ok = fwrite(src, sizeof(float), t.numel, f) == t.numel;
+    }
+    free(buf);
+    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    if (fclose(f) != 0) ok = 0;
+    if (!ok || rename(tmp, out) != 0) {
+        snprintf(err, errlen, "%s: write failed: %s", out, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+int cmd_export(int argc, char **argv) {
+    const char *out = NULL, *which = "params";
+    const char **cks = calloc((size_t)argc + 1, sizeof *cks);
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help")) {
+            free(cks);
+            printf("usage: loco export --checkpoint PATH [--checkpoint PATH]... --out FILE.safetensors [--weights local|anchor]\n"
+                   "  Writes fp32 safetensors with Hugging Face GPT-2 names and layouts. Given several\n"
+                   "  checkpoints, writes their element-wise mean. A run checkpoint exports its anchor\n"
+                   "  by default; --weights local takes the local weights.\n");
+            return 0;
+        } else if (!strcmp(argv[i], "--checkpoint") && i + 1 < argc) cks[n++] = argv[++i];
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(argv[i], "--weights") && i + 1 < argc) {
+            i++;
+            which = !strcmp(argv[i], "anchor") ? "anchor" : "params";
+        } else {
+            free(cks);
+            return cli_usage_error("export", "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (n == 0 || !out) {
+        free(cks);
+        return cli_usage_error("export", "--checkpoint PATH and --out FILE are required");
+    }
+    char err[1536];
+    gpt_config_t cfg, c2;
+    float *sum = NULL, *w = NULL;
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        if (s_load_weights(cks[i], which, i == 0 ? &cfg : &c2, i == 0 ? &sum : &w, err, sizeof err) != 0) {
+            fprintf(stderr, "loco export: %s\n", err);
+            rc = 1;
+        } else if (i > 0) {
+            if (memcmp(&cfg, &c2, sizeof cfg) != 0) {
+                fprintf(stderr, "loco export: %s has a different model shape from %s\n", cks[i], cks[0]);
+                rc = 1;
+            } else {
+                size_t np = gpt_num_params(&cfg);
+                for (size_t k = 0; k < np; k++) sum[k] += w[k];
+            }
+            free(w);
+            w = NULL;
+        }
+    }
+    if (rc == 0 && n > 1) {
+        size_t np = gpt_num_params(&cfg);
+        for (size_t k = 0; k < np; k++) sum[k] /= (float)n;
+    }
+    if (rc == 0 && s_write_safetensors(out, &cfg, sum, err, sizeof err) != 0) {
+        fprintf(stderr, "loco export: %s\n", err);
+        rc = 1;
+    }
+    if (rc == 0) printf("exported %zu parameters from %d checkpoint(s) to %s\n", gpt_num_params(&cfg), n, out);
+    free(sum);
+    free(cks);
+    return rc;
+}
+
+int cmd_sample(int argc, char **argv) {
+    const char *ck = NULL, *prompt = "\n", *which = "params";
+    long ntok = 256, seed = 0;
+    double temp = 0.8;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help")) {
+            printf("usage: loco sample --checkpoint PATH [--prompt TEXT] [--tokens N] [--temperature T] [--seed S]\n"
+                   "  Prints text generated by a byte-level model (vocab 256).\n");
+            return 0;
+        } else if (!strcmp(argv[i], "--checkpoint") && i + 1 < argc) ck = argv[++i];
+        else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) prompt = argv[++i];
+        else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) ntok = strtol(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--temperature") && i + 1 < argc) temp = strtod(argv[++i], NULL);
+        else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtol(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--weights") && i + 1 < argc) which = !strcmp(argv[++i], "anchor") ? "anchor" : "params";
+        else return cli_usage_error("sample", "unexpected argument '%s'", argv[i]);
+    }
+    if (!ck) return cli_usage_error("sample", "--checkpoint PATH is required");
+    if (ntok < 0 || !(temp >= 0)) return cli_usage_error("sample", "--tokens must be ≥ 0 and --temperature ≥ 0");
+    char err[1536];
+    gpt_config_t cfg;
+    float *w;
+    if (s_load_weights(ck, which, &cfg, &w, err, sizeof err) != 0) {
+        fprintf(stderr, "loco sample: %s\n", err);
+        return 1;
+    }
+    if (cfg.vocab != 256) {
+        fprintf(stderr, "loco sample: the model's vocab is %d; sample prints bytes and needs a byte-level model (256)\n", cfg.vocab);
+        free(w);
+        return 1;
+    }
+    int T = cfg.seq_len;
+    gpt_t *m = gpt_new(&cfg, 1, T, err, sizeof err);
+    if (!m) {
+        fprintf(stderr, "loco sample: %s\n", err);
+        free(w);
+        return 1;
+    }
+    memcpy(m->params, w, m->num_params * sizeof(float));
+    free(w);
+    gpt_set_threads(m, 1);
+    size_t plen = strlen(prompt), cap = plen + (size_t)ntok + 1;
+    int32_t *ctx = malloc(cap * sizeof *ctx);
+    size_t len = 0;
+    for (size_t i = 0; i < plen; i++) ctx[len++] = (unsigned char)prompt[i];
+    if (len == 0) ctx[len++] = '\n';
+    fwrite(prompt, 1, plen, stdout);
+    rng_t r;
+    rng_seed(&r, (uint64_t)seed);
+    float *probs = malloc(256 * sizeof(float));
+    for (long k = 0; k < ntok; k++) {
+        size_t start = len > (size_t)T ? len - (size_t)T : 0;
+        int t = (int)(len - start);
+        gpt_forward(m, ctx + start, NULL, 1, t);
+        const float *lg = m->logits + (size_t)(t - 1) * 256;
+        int next = 0;
+        if (temp == 0.0) {
+            for (int v = 1; v < 256; v++) if (lg[v] > lg[next]) next = v;
+        } else {
+            float mx = lg[0];
+            for (int v = 1; v < 256; v++) mx = lg[v] > mx ? lg[v] : mx;
+            double sum = 0;
+            for (int v = 0; v < 256; v++) sum += probs[v] = expf((float)((lg[v] - mx) / temp));
+            double u = rng_uniform(&r) * sum, acc = 0;
+            next = 255;
+            for (int v = 0; v < 256; v++) {
+                acc += probs[v];
+                if (u < acc) { next = v; break; }
+            }
+        }
+        ctx[len++] = next;
+        fputc(next, stdout);
+    }
+    fputc('\n', stdout);
+    free(probs);
+    free(ctx);
+    gpt_destroy(&m);
+    return 0;
+}

@@ -1,0 +1,71 @@
+// The node's configuration: one INI file, overridden by --set section.key=value flags.
+//
+// Every key is declared in one table (config.c) with its type, range and default; the same table
+// drives parsing, validation and `deploy/loco.example.ini`'s documentation test. Unknown sections
+// and keys, malformed lines and out-of-range values are errors that name the file, the line, the
+// key and the reason (Redis-style), and commands exit 2 on them.
+#ifndef LOCO_NODE_CONFIG_H
+#define LOCO_NODE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/gpt.h"
+
+#define CONFIG_PATH_MAX 1024
+#define CONFIG_LIST_MAX 64
+
+typedef struct {
+    int n;
+    char item[CONFIG_LIST_MAX][160];
+} config_list_t;
+
+typedef struct {
+    // [run]
+    char run_name[64];
+    // [node]
+    char log_level[16];
+    // [model]
+    gpt_config_t model;
+    // [train]
+    char data[CONFIG_PATH_MAX];
+    int batch;
+    int64_t steps;
+    float lr, lr_min;
+    int64_t warmup;
+    float weight_decay, grad_clip, beta1, beta2, eps;
+    int64_t seed;
+    int64_t data_stream;            // -1: derived from the peer id (or 0 for `loco train`)
+    int threads;
+    char checkpoint_dir[CONFIG_PATH_MAX];
+    int64_t checkpoint_every;       // inner steps; 0 = only at the end
+    int checkpoint_keep;
+    int64_t eval_every;             // 0 = never
+    int eval_batches;
+    char metrics[CONFIG_PATH_MAX];  // JSONL path, empty = none
+    char device[16];                // cpu | cuda
+    int device_index;
+    int tf32;
+
+    // Where each value came from, for error messages after loading.
+    char source[CONFIG_PATH_MAX];
+} loco_config_t;
+
+// Fills every key with its default.
+void config_defaults(loco_config_t *c);
+
+// Parses an INI file over the current values. Returns 0, or -1 with "FILE:LINE: reason\n  > line"
+// in err.
+int config_load(loco_config_t *c, const char *path, char *err, size_t errlen);
+
+// Applies one "section.key=value" override (from --set). Returns 0 or -1 with the reason in err.
+int config_set(loco_config_t *c, const char *assignment, char *err, size_t errlen);
+
+// Cross-key checks (heads divide d_model, lr_min ≤ lr, ...). Returns 0 or -1 with the reason.
+int config_validate(const loco_config_t *c, char *err, size_t errlen);
+
+// Number of declared keys and the "section.key" name of key i, for documentation checks.
+int config_num_keys(void);
+const char *config_key_name(int i, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,39 @@
+// AdamW with PyTorch's semantics, global grad-norm clipping, and the warmup + cosine schedule
+// (ALGORITHMS.md, inner loop). Operates on flat buffers; the decay mask says which elements get
+// weight decay (matrices and embeddings, not biases or LayerNorm parameters).
+#ifndef LOCO_OPTIM_ADAMW_H
+#define LOCO_OPTIM_ADAMW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    float beta1, beta2, eps, weight_decay;
+} optim_adamw_hparams_t;
+
+typedef struct {
+    optim_adamw_hparams_t hp;
+    size_t n;
+    float *m, *v;        // first and second moments (n each), one allocation
+    uint8_t *decay;      // (n) 1 where weight decay applies
+    uint64_t step;       // s, Adam's step counter; the next update uses s+1
+} optim_adamw_t;
+
+// Allocates zero moments for n parameters; decay_mask (n bytes) is copied. NULL on OOM.
+optim_adamw_t *optim_adamw_new(size_t n, const uint8_t *decay_mask, optim_adamw_hparams_t hp);
+void optim_adamw_destroy(optim_adamw_t **self_p);
+
+// One update of params (n) with grads (n) at learning rate lr; increments step first.
+void optim_adamw_update(optim_adamw_t *o, float *params, const float *grads, float lr);
+
+// L2 norm of grads (n), accumulated in double.
+float optim_grad_norm(const float *grads, size_t n);
+// Scales grads by max_norm/norm when norm > max_norm (torch.nn.utils.clip_grad_norm_ semantics,
+// including its 1e-6 in the denominator). max_norm ≤ 0 disables. Returns the norm before clipping.
+float optim_clip_grad_norm(float *grads, size_t n, float max_norm);
+
+// Learning rate at inner step `step` (0-based): linear warmup over `warmup` steps from lr/warmup
+// to lr, then cosine from lr to lr_min at step `total`.
+float optim_lr_schedule(uint64_t step, uint64_t warmup, uint64_t total, float lr, float lr_min);
+
+#endif
