@@ -98,13 +98,25 @@ $(BUILD)/tests/fuzz/replay_%: tests/fuzz/%.c tests/fuzz/replay_main.c $(LIB) $(F
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< tests/fuzz/replay_main.c $(LIB) $(LDFLAGS) $(LDLIBS) -o $@
 
-# Real fuzzing (clang + libFuzzer): make fuzz TARGET=fuzz_shard SECONDS=600
+# Real fuzzing (clang 14 + libFuzzer + ASan + UBSan): make fuzz TARGET=fuzz_shard [SECONDS=600]
+# The library is rebuilt under build/fuzz with coverage instrumentation (fuzzer-no-link), so the
+# fuzzer sees the decoders' branches, not just the target's. The run starts from the committed
+# corpus tests/fuzz/corpus/TARGET (read-only: libFuzzer writes new inputs into the first corpus
+# directory only, build/fuzz/corpus-TARGET); crashing inputs land in build/fuzz/artifacts-TARGET/.
+# Copy the ones worth keeping into tests/fuzz/corpus/TARGET so `make test` replays them.
+FUZZ_BUILD := build/fuzz
+FUZZ_SAN   := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+SECONDS    ?= 60
 fuzz:
-	$(MAKE) BUILD=build/fuzz CC=clang NATIVE=0 CFLAGS_EXTRA= $(BUILD)/libloco.a >/dev/null
-	clang $(CPPFLAGS) -std=c11 -g -O1 -fopenmp -fsanitize=fuzzer,address,undefined tests/fuzz/$(TARGET).c \
-	  $$(ls build/fuzz/*/*.o | grep -v node/main.o) $(LDFLAGS) $(LDLIBS) -o build/$(TARGET)
-	mkdir -p build/corpus-$(TARGET) && cp tests/fuzz/corpus/$(TARGET)/* build/corpus-$(TARGET)/ 2>/dev/null || true
-	build/$(TARGET) -max_total_time=$(SECONDS) build/corpus-$(TARGET)
+	@test -n "$(TARGET)" -a -f "tests/fuzz/$(TARGET).c" || \
+	  { echo "usage: make fuzz TARGET=fuzz_<name> [SECONDS=N]  (targets: $(notdir $(FUZZ_SRC:.c=)))"; exit 2; }
+	$(Q)$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang NATIVE=0 \
+	  SANITIZE=fuzzer-no-link,address,undefined $(FUZZ_BUILD)/libloco.a
+	$(Q)clang $(filter-out -MMD -MP,$(CPPFLAGS)) -std=c11 -g -O1 -fopenmp $(FUZZ_SAN) tests/fuzz/$(TARGET).c \
+	  $(FUZZ_BUILD)/libloco.a $(LDFLAGS) $(LDLIBS) -o $(FUZZ_BUILD)/$(TARGET)
+	$(Q)mkdir -p $(FUZZ_BUILD)/corpus-$(TARGET) $(FUZZ_BUILD)/artifacts-$(TARGET)
+	$(FUZZ_BUILD)/$(TARGET) -max_total_time=$(SECONDS) -print_final_stats=1 \
+	  -artifact_prefix=$(FUZZ_BUILD)/artifacts-$(TARGET)/ $(FUZZ_BUILD)/corpus-$(TARGET) tests/fuzz/corpus/$(TARGET)
 
 test: $(BIN) $(TEST_BIN) $(FUZZ_BIN)
 	$(Q)LOCO_BUILD=$(BUILD) PYTHON=$(PYTHON) tests/run.sh
@@ -122,3 +134,12 @@ clean:
 	rm -rf build
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# The README's main job: prepare the default corpus (Debian's fortunes) and train on it.
+DEMO_DATA := build/data/fortunes
+demo: $(BIN)
+	@[ -f $(DEMO_DATA)/train_000.bin ] || $(BIN) data --input /usr/share/games/fortunes --out $(DEMO_DATA)
+	$(BIN) train -c deploy/demo.ini
+	@echo "--- a sample from the trained model:"
+	@$(BIN) sample --checkpoint build/checkpoints --prompt "The " --tokens 300 --seed 1
+.PHONY: demo

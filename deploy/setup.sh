@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what loco needs to build, test and run on Debian 12 (run as root, or it uses sudo).
+# Everything comes from Debian's archive; nothing is downloaded from elsewhere.
+set -euo pipefail
+pkgs=(
+    build-essential pkg-config
+    libzmq3-dev libsodium-dev libssl-dev        # transport, identities, digests
+    libopenblas-dev libopenblas-openmp-dev      # CPU matmuls (the OpenMP build shares loco's thread pool)
+    libcriterion-dev                            # unit tests
+    python3-torch python3-numpy                 # the reference implementation in tests and benchmarks
+    fortunes                                    # the default corpus
+    iproute2 procps time                        # network namespaces for WAN tests; ps/time for benchmarks
+    clang libclang-rt-14-dev                    # fuzzing (make fuzz)
+)
+SUDO=
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update
+    $SUDO apt-get install -y "${missing[@]}"
+fi

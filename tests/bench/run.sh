@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# make bench: loco vs PyTorch training throughput, in one run on this machine, with ratios.
+# Budget: about 5 minutes on 2 cores (each arm well under 10 minutes). Each figure is the median
+# step time of STEPS timed steps; the whole comparison is repeated REPEATS times and the median
+# ratio reported (the machines are shared and noisy).
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${LOCO_BUILD:-build}
+PYTHON=${PYTHON:-/usr/bin/python3}
+THREADS=${THREADS:-2}
+REPEATS=${REPEATS:-3}
+B="$BUILD/tests/bench/bench_train"
+field() { sed -E "s/.*\"$2\":([0-9.e+-]+).*/\1/" <<<"$1"; }
+echo "== loco vs PyTorch, CPU training (fp32, AdamW, $THREADS threads) =="
+peak=$($B sgemm "$THREADS"); peak_gf=$(field "$peak" sgemm_gflops)
+echo "cblas_sgemm peak (2048^3, $THREADS threads): $peak_gf GFLOP/s"
+for cfg in small:30 medium:8; do
+    name=${cfg%%:*}; steps=${cfg##*:}
+    ratios=(); lt=(); pt=(); fr=()
+    for r in $(seq "$REPEATS"); do
+        lo=$($B "$name" "$steps" "$THREADS")
+        py=$(OMP_NUM_THREADS=$THREADS $PYTHON tests/bench/torch_train.py "$name" "$steps" "$THREADS")
+        l=$(field "$lo" tokens_per_s); p=$(field "$py" tokens_per_s)
+        lt+=("$l"); pt+=("$p")
+        ratios+=("$(awk -v a="$l" -v b="$p" 'BEGIN{printf "%.3f", a/b}')")
+        fr+=("$(awk -v g="$(field "$lo" model_gflops)" -v p="$peak_gf" 'BEGIN{printf "%.3f", g/p}')")
+        rss=$(field "$lo" peak_rss_bytes); theo=$(field "$lo" theoretical_bytes)
+    done
+    med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+    echo "$name: loco $(med "${lt[@]}") tok/s | PyTorch $(med "${pt[@]}") tok/s | ratio $(med "${ratios[@]}")x (runs: ${ratios[*]}) |" \
+         "model FLOP/s = $(med "${fr[@]}") of sgemm peak | peak RSS $(awk -v a="$rss" -v b="$theo" 'BEGIN{printf "%.1f MiB = %.2fx theoretical %.1f MiB", a/1048576, a/b, b/1048576}')"
+done
