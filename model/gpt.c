@@ -190,7 +190,10 @@ gpt_t *gpt_new(const gpt_config_t *cfg, int maxB, int maxT, char *err, size_t er
     m->logits = p; p += BT * V;
     m->losses = p; p += BT;
 
+    // Per-thread attention scratch for as many threads as gpt_set_threads may later ask for: an
+    // earlier model's gpt_set_threads(1) must not cap this one at 1.
     int maxthreads = omp_get_max_threads();
+    if (omp_get_num_procs() > maxthreads) maxthreads = omp_get_num_procs();
     if (maxthreads < 1) maxthreads = 1;
     m->num_scratch = BT * C * 4 + BT * 3 * C + BT * 4 * C * 2 + (size_t)maxthreads * 2 * T * T;
     m->scratch = s_alloc(m->num_scratch);
@@ -232,7 +235,7 @@ size_t gpt_memory_bytes(const gpt_t *m) {
 void gpt_set_threads(gpt_t *m, int threads) {
     if (threads < 1) threads = 1;
     int cap = omp_get_max_threads();
-    // The per-thread attention scratch was sized for omp_get_max_threads() at gpt_new time.
+    // The per-thread attention scratch was sized at gpt_new time (see there).
     size_t T = (size_t)m->maxT;
     size_t avail = (m->num_scratch - (size_t)(m->dattn_tl - m->scratch)) / (2 * T * T);
     if ((size_t)threads > avail) threads = (int)avail;
@@ -288,8 +291,19 @@ static void s_block_forward(gpt_t *m, int l, const float *x, int B, int T) {
     k_add_inplace(a->res3, a->res2, BT * C);
 }
 
+// OpenMP's thread count is per calling thread and shared by every model it runs: set this model's
+// own before its kernels run, or k_attention_backward could run more threads than the model has
+// scratch for (another model's gpt_set_threads, or a model driven from another thread).
+static void s_use_threads(const gpt_t *m) {
+    if (omp_get_max_threads() != m->threads) {
+        omp_set_num_threads(m->threads);
+        openblas_set_num_threads(m->threads);
+    }
+}
+
 float gpt_forward_range(gpt_t *m, int l0, int l1, const int32_t *inputs, const float *x_in,
                         const int32_t *targets, int B, int T) {
+    s_use_threads(m);
     const gpt_config_t *cfg = &m->cfg;
     int L = cfg->layers, C = cfg->d_model, V = cfg->vocab;
     size_t BT = (size_t)B * T;
@@ -334,6 +348,7 @@ void gpt_zero_grad(gpt_t *m) { memset(m->grads, 0, m->num_params * sizeof(float)
 void gpt_backward(gpt_t *m) { gpt_backward_range(m, NULL, NULL); }
 
 void gpt_backward_range(gpt_t *m, const float *dout, float *dx_in) {
+    s_use_threads(m);
     const gpt_config_t *cfg = &m->cfg;
     int L = cfg->layers, C = cfg->d_model, NH = cfg->heads, V = cfg->vocab;
     int B = m->B, T = m->T, l0 = m->l0, l1 = m->l1;
