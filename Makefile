@@ -31,8 +31,9 @@ endif
 ifeq ($(CUDA),1)
 CPPFLAGS += -DLOCO_CUDA -I/usr/local/cuda/include
 LDFLAGS  += -L/usr/local/cuda/lib64 -Wl,-rpath,/usr/local/cuda/lib64
-LDLIBS   += -lcublas -lcudart
-NVFLAGS  := -O3 -std=c++17 -I. -arch=sm_80 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 --expt-relaxed-constexpr
+LDLIBS   += -lcublas -lcudart -lstdc++
+NVFLAGS  := -O3 -std=c++17 -I. -lineinfo -Xcompiler -Wall,-Wextra,-ffp-contract=off \
+            -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
 BUILD    := $(BUILD)/cuda
 endif
 

@@ -11,6 +11,9 @@
 #include "node/log.h"
 #include "node/metrics.h"
 #include "node/trainer.h"
+#ifdef LOCO_CUDA
+#include "model/gpt_cuda.h"
+#endif
 
 static int s_help(const char *text) {
     fputs(text, stdout);
@@ -70,6 +73,10 @@ static int s_save(trainer_t *t, char *err, size_t errlen) {
     ckpt_t c = {0};
     uint8_t scratch[256];
     trainer_ckpt_add(t, &c, scratch);
+    if (c.n == 0) { // only when a GPU model's state could not be read back
+        snprintf(err, errlen, "cannot read the training state back from the GPU");
+        return -1;
+    }
     char path[1200];
     if (ckpt_dir_save(&c, t->cfg.checkpoint_dir, t->step, t->cfg.checkpoint_keep, path, sizeof path, err, errlen) != 0)
         return -1;
@@ -98,11 +105,13 @@ int cmd_train(int argc, char **argv) {
         if (!strcmp(argv[i], "--resume")) resume = 1;
         else return cli_usage_error("train", "unexpected argument '%s'", argv[i]);
     }
+#ifndef LOCO_CUDA
     if (strcmp(cfg.device, "cpu") != 0) {
         fprintf(stderr, "loco train: [train] device = %s: this binary was built without the GPU backend "
                 "(rebuild with make CUDA=1)\n", cfg.device);
         return 2;
     }
+#endif
     char err[1536];
     uint64_t stream = cfg.data_stream >= 0 ? (uint64_t)cfg.data_stream : 0;
     trainer_t *t = trainer_new(&cfg, TRAINER_TRAIN_DATA | TRAINER_VAL_DATA | TRAINER_VAL_OPTIONAL, stream, err, sizeof err);
@@ -146,6 +155,13 @@ int cmd_train(int argc, char **argv) {
     while (t->step < total && !s_stop) {
         double t0 = metrics_mono();
         float loss = trainer_step(t);
+#ifdef LOCO_CUDA
+        if (t->gpu && gpt_cuda_last_error(t->gpu)) {
+            log_error("train", "GPU: %s", gpt_cuda_last_error(t->gpu));
+            rc = 1;
+            break;
+        }
+#endif
         double t1 = metrics_mono();
         double tps = (double)tok_per_step / (t1 - t0);
         metrics_write(&mx, "step", t->step, "\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,"
@@ -240,6 +256,11 @@ int cmd_eval(int argc, char **argv) {
     }
     memcpy(t->model->params, params, t->model->num_params * sizeof(float));
     ckpt_free(&c);
+    if (trainer_sync(t, 1, err, sizeof err) != 0) {
+        fprintf(stderr, "loco eval: %s\n", err);
+        trainer_destroy(&t);
+        return 1;
+    }
     float vl = trainer_eval(t, (int)k);
     trainer_destroy(&t);
     if (vl < 0) {

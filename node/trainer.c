@@ -4,6 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef LOCO_CUDA
+#include <math.h>
+
+#include "model/gpt_cuda.h"
+#endif
+
 trainer_t *trainer_new(const loco_config_t *cfg, int need_data, uint64_t stream, char *err, size_t errlen) {
     trainer_t *t = calloc(1, sizeof *t);
     if (!t) {
@@ -22,7 +28,19 @@ trainer_t *trainer_new(const loco_config_t *cfg, int need_data, uint64_t stream,
         if (!t->val && !(need_data & TRAINER_VAL_OPTIONAL)) goto fail;
         err[0] = '\0';
     }
-    t->model = gpt_new(&cfg->model, B, T, err, errlen);
+#ifdef LOCO_CUDA
+    if (!strcmp(cfg->device, "cuda")) {
+        gpt_cuda_adamw_hparams_t ghp = {cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay};
+        char why[512];
+        t->gpu = gpt_cuda_new(&cfg->model, B, T, cfg->device_index, cfg->tf32, ghp, why, sizeof why);
+        if (!t->gpu || gpt_cuda_init_params(t->gpu, (uint64_t)cfg->seed) != 0) {
+            snprintf(err, errlen, "[train] device = cuda: %s", t->gpu ? gpt_cuda_last_error(t->gpu) : why);
+            goto fail;
+        }
+    }
+#endif
+    // With a GPU model the CPU one only holds host copies of the parameters: no activations.
+    t->model = t->gpu ? gpt_new(&cfg->model, 1, 1, err, errlen) : gpt_new(&cfg->model, B, T, err, errlen);
     if (!t->model) goto fail;
     gpt_set_threads(t->model, cfg->threads);
     gpt_init_params(t->model, (uint64_t)cfg->seed);
@@ -52,6 +70,9 @@ void trainer_destroy(trainer_t **self_p) {
     if (!self_p || !*self_p) return;
     trainer_t *t = *self_p;
     gpt_destroy(&t->model);
+#ifdef LOCO_CUDA
+    gpt_cuda_destroy(&t->gpu);
+#endif
     optim_adamw_destroy(&t->opt);
     data_set_destroy(&t->train);
     data_set_destroy(&t->val);
@@ -65,6 +86,20 @@ float trainer_step(trainer_t *t) {
     const loco_config_t *c = &t->cfg;
     int B = c->batch, T = c->model.seq_len;
     data_stream_next(&t->stream, t->inputs, t->targets, B, T);
+#ifdef LOCO_CUDA
+    if (t->gpu) {
+        // Queued on the GPU; the loss and norm reads at the end are the step's only waits. A GPU
+        // failure gives a NaN loss and gpt_cuda_last_error(t->gpu) says why.
+        t->lr = optim_lr_schedule(t->step, (uint64_t)c->warmup, (uint64_t)c->steps, c->lr, c->lr_min);
+        int rc = gpt_cuda_zero_grad(t->gpu) || gpt_cuda_forward(t->gpu, t->inputs, t->targets, B, T) ||
+                 gpt_cuda_backward(t->gpu) || gpt_cuda_clip_grad_norm(t->gpu, c->grad_clip) ||
+                 gpt_cuda_adamw_update(t->gpu, t->lr);
+        t->loss = rc ? NAN : gpt_cuda_loss(t->gpu);
+        t->grad_norm = rc ? NAN : gpt_cuda_grad_norm(t->gpu);
+        t->step++;
+        return t->loss;
+    }
+#endif
     gpt_zero_grad(t->model);
     t->loss = gpt_forward(t->model, t->inputs, t->targets, B, T);
     gpt_backward(t->model);
@@ -86,7 +121,12 @@ float trainer_eval(trainer_t *t, int windows) {
         int b = (int)((n - w) < (size_t)B ? (n - w) : (size_t)B);
         for (int i = 0; i < b; i++)
             data_eval_window(t->val, w + (size_t)i, t->inputs + (size_t)i * T, t->targets + (size_t)i * T, T);
-        float loss = gpt_forward(t->model, t->inputs, t->targets, b, T);
+        float loss;
+#ifdef LOCO_CUDA
+        if (t->gpu) loss = gpt_cuda_forward(t->gpu, t->inputs, t->targets, b, T) ? NAN : gpt_cuda_loss(t->gpu);
+        else
+#endif
+        loss = gpt_forward(t->model, t->inputs, t->targets, b, T);
         sum += (double)loss * b;
     }
     return (float)(sum / (double)n);
@@ -100,7 +140,30 @@ enum { CFG_WORDS = 5, STATE_WORDS = 6 };
 
 size_t trainer_ckpt_scratch_len(void) { return 8 * (CFG_WORDS + STATE_WORDS); }
 
+int trainer_sync(trainer_t *t, int to_device, char *err, size_t errlen) {
+#ifdef LOCO_CUDA
+    if (t->gpu) {
+        size_t n = t->model->num_params;
+        int rc = to_device ? gpt_cuda_params_upload(t->gpu, t->model->params, 0, n) ||
+                                 gpt_cuda_adamw_upload(t->gpu, t->opt->m, t->opt->v, t->opt->step)
+                           : gpt_cuda_params_download(t->gpu, t->model->params, 0, n) ||
+                                 gpt_cuda_adamw_download(t->gpu, t->opt->m, t->opt->v, &t->opt->step);
+        if (rc) {
+            snprintf(err, errlen, "GPU: %s", gpt_cuda_last_error(t->gpu));
+            return -1;
+        }
+    }
+#endif
+    (void)t;
+    (void)to_device;
+    (void)err;
+    (void)errlen;
+    return 0;
+}
+
 void trainer_ckpt_add(trainer_t *t, ckpt_t *c, uint8_t *scratch) {
+    char why[600];
+    if (trainer_sync(t, 0, why, sizeof why) != 0) return; // the caller sees gpt_cuda_last_error: no sections
     const gpt_config_t *m = &t->cfg.model;
     uint64_t cfgw[CFG_WORDS] = {(uint64_t)m->layers, (uint64_t)m->d_model, (uint64_t)m->heads,
                                 (uint64_t)m->seq_len, (uint64_t)m->vocab};
@@ -175,5 +238,5 @@ int trainer_ckpt_restore(trainer_t *t, const ckpt_t *c, char *err, size_t errlen
     t->stream.seed = ckpt_get_u64(st + 16);
     t->stream.stream = ckpt_get_u64(st + 24);
     t->stream.draws = ckpt_get_u64(st + 32);
-    return 0;
+    return trainer_sync(t, 1, err, errlen);
 }

@@ -22,6 +22,10 @@ typedef struct {
     uint64_t step;               // inner steps completed
     // Last step's figures.
     float loss, grad_norm, lr;
+    // [train] device = cuda (LOCO_CUDA builds): the GPU model (model/gpt_cuda.h) holds the training
+    // state; model (allocated 1 x 1) and opt then hold host copies of params and AdamW moments,
+    // current only after trainer_sync (trainer_ckpt_add and _restore call it themselves).
+    struct gpt_cuda *gpu;
 } trainer_t;
 
 enum { TRAINER_TRAIN_DATA = 1, TRAINER_VAL_DATA = 2, TRAINER_VAL_OPTIONAL = 4 };
@@ -45,6 +49,10 @@ void trainer_ckpt_add(trainer_t *t, ckpt_t *c, uint8_t *scratch);
 // Restores everything saved by trainer_ckpt_add. The checkpoint's model config must equal the
 // trainer's. 0 or -1 with the reason.
 int trainer_ckpt_restore(trainer_t *t, const ckpt_t *c, char *err, size_t errlen);
+
+// With a GPU model: to_device = 0 copies params, AdamW moments and step to the host copies,
+// to_device = 1 the other way (after writing model->params, e.g. loco eval). No-op on the CPU.
+int trainer_sync(trainer_t *t, int to_device, char *err, size_t errlen);
 
 // For eval/export/sample: the model config and parameters stored in a checkpoint. which =
 // "params" (local θ) or, for run checkpoints, "anchor" (φ). params_out points into c.
