@@ -277,7 +277,7 @@ int data_prepare(const char *const *inputs, int ninputs, const char *outdir, dou
             names[nn++] = strdup(full);
         }
         closedir(d);
-        qsort(names, (size_t)nn, sizeof *names, s_cmp_str);
+        if (nn > 0) qsort(names, (size_t)nn, sizeof *names, s_cmp_str); // qsort(NULL, 0) is UB
         for (int k = 0; k < nn; k++) {
             if (rc == 0) rc = s_add_text(names[k], val_fraction, &tr, &va, err, errlen);
             files++;

@@ -158,6 +158,11 @@ int ckpt_parse(ckpt_t *c, const uint8_t *buf, size_t len, char *err, size_t errl
             return -1;
         }
         if (end - pos < 1 + nl + 8) goto trunc;
+        // Names are C strings to every reader (ckpt_get): "params\0x" must not pass as "params".
+        if (memchr(buf + pos + 1, '\0', nl)) {
+            snprintf(err, errlen, "section %u: name holds a NUL byte", i);
+            return -1;
+        }
         ckpt_section_t *s = &c->sec[i];
         memcpy(s->name, buf + pos + 1, nl);
         s->name[nl] = '\0';
@@ -268,7 +273,7 @@ static int s_list(const char *dir, uint64_t **steps) {
         (*steps)[n++] = s;
     }
     closedir(d);
-    qsort(*steps, (size_t)n, sizeof **steps, s_cmp_u64);
+    if (n > 0) qsort(*steps, (size_t)n, sizeof **steps, s_cmp_u64); // qsort(NULL, 0) is UB
     return n;
 }
 

@@ -1,5 +1,7 @@
 #include "node/trainer.h"
 
+#include <dirent.h>
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,17 @@
 
 #include "model/gpt_cuda.h"
 #endif
+
+// Whether dir holds any file that data_set_open(dir, val = 1, ...) would take.
+static int s_has_val_shards(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    int found = 0;
+    while (!found && (e = readdir(d))) found = fnmatch("*val*.bin", e->d_name, 0) == 0;
+    closedir(d);
+    return found;
+}
 
 trainer_t *trainer_new(const loco_config_t *cfg, int need_data, uint64_t stream, char *err, size_t errlen) {
     trainer_t *t = calloc(1, sizeof *t);
@@ -21,11 +34,20 @@ trainer_t *trainer_new(const loco_config_t *cfg, int need_data, uint64_t stream,
     if (need_data & TRAINER_TRAIN_DATA) {
         t->train = data_set_open(cfg->data, 0, cfg->model.vocab, err, errlen);
         if (!t->train) goto fail;
+        // Without one window of T+1 tokens every batch would be empty: refuse rather than train on
+        // stale buffers.
+        int usable = 0;
+        for (int i = 0; i < t->train->n; i++) usable |= t->train->shard[i]->ntok > (size_t)T;
+        if (!usable) {
+            snprintf(err, errlen, "%s: no training shard holds seq_len + 1 = %d tokens", cfg->data, T + 1);
+            goto fail;
+        }
         data_stream_init(&t->stream, t->train, (uint64_t)cfg->seed, stream);
     }
     if (need_data & TRAINER_VAL_DATA) {
         t->val = data_set_open(cfg->data, 1, cfg->model.vocab, err, errlen);
-        if (!t->val && !(need_data & TRAINER_VAL_OPTIONAL)) goto fail;
+        // Optional means there may be no validation shards, not that a bad one may be skipped.
+        if (!t->val && (!(need_data & TRAINER_VAL_OPTIONAL) || s_has_val_shards(cfg->data))) goto fail;
         err[0] = '\0';
     }
 #ifdef LOCO_CUDA
