@@ -8,13 +8,17 @@ cd "$(dirname "$0")/.."
 BUILD=${LOCO_BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
 export LOCO_BIN="$PWD/$BUILD/loco" LOCO_BUILD="$BUILD" PYTHON
-pass=0; fail=0; failed=()
+pass=0; fail=0; skip=0; failed=()
 run() { # name, command...
     local name=$1; shift
     local log; log=$(mktemp)
     local t0=$SECONDS
-    if timeout 1200 "$@" >"$log" 2>&1; then
+    timeout 1200 "$@" >"$log" 2>&1
+    local rc=$?
+    if [ $rc -eq 0 ]; then
         pass=$((pass + 1)); echo "PASS  $name ($((SECONDS - t0))s)"
+    elif [ $rc -eq 77 ]; then
+        skip=$((skip + 1)); echo "SKIP  $name: $(tail -n 1 "$log")"
     else
         fail=$((fail + 1)); failed+=("$name"); echo "FAIL  $name ($((SECONDS - t0))s)"
         tail -n 60 "$log" | sed 's/^/      /'
@@ -43,5 +47,5 @@ if [ "${LOCO_LONG:-0}" = 1 ]; then
     done
 fi
 [ ${#failed[@]} -gt 0 ] && echo "failed: ${failed[*]}"
-echo "$pass passed, $fail failed"
+echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]
