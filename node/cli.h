@@ -10,6 +10,9 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);  // node/cmd_net.c
+int cmd_admit(int argc, char **argv);
+int cmd_net_test(int argc, char **argv); // test helper for tests/integration/test_net_*.sh
 
 // Shared option handling: "-c FILE" and "--set section.key=value" (repeatable), applied in order
 // over the defaults, then validated. Other options are left for the caller: argv entries consumed

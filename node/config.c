@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { K_INT, K_I64, K_FLOAT, K_STR, K_BOOL, K_ENUM } key_type_t;
+// K_LIST: repeatable key (config_list_t); each line appends one value, an empty value adds none.
+typedef enum { K_INT, K_I64, K_FLOAT, K_STR, K_BOOL, K_ENUM, K_LIST } key_type_t;
 
 typedef struct {
     const char *section, *key;
@@ -52,6 +53,19 @@ static const key_spec_t s_keys[] = {
     {"train", "device", K_ENUM, OFF(device), 0, 0, "cpu", "cpu|cuda"},
     {"train", "device_index", K_INT, OFF(device_index), 0, 64, "0", NULL},
     {"train", "tf32", K_BOOL, OFF(tf32), 0, 0, "on", NULL},
+    // identity, admission, transport (net/)
+    {"node", "key", K_STR, OFF(key), 0, 0, "", NULL},
+    {"node", "ticket", K_STR, OFF(ticket), 0, 0, "", NULL},
+    {"run", "admission", K_ENUM, OFF(admission), 0, 0, "open", "open|allowlist|ticket"},
+    {"run", "allow", K_LIST, OFF(allow), 0, 0, "", NULL},
+    {"run", "deny", K_LIST, OFF(deny), 0, 0, "", NULL},
+    {"run", "authority", K_STR, OFF(authority), 0, 0, "", NULL},
+    {"net", "listen", K_STR, OFF(net_listen), 0, 0, "tcp://0.0.0.0:7700", NULL},
+    {"net", "chunk_size", K_I64, OFF(chunk_size), 65536, 67108864, "4194304", NULL},
+    {"net", "hwm", K_INT, OFF(hwm), 1, 100000, "16", NULL},
+    {"limits", "max_message", K_I64, OFF(max_message), 65536, 1073741824, "16777216", NULL},
+    {"limits", "max_tensor", K_I64, OFF(max_tensor), 4, 4.6e18, "4294967296", NULL},
+    {"limits", "max_inflight", K_INT, OFF(max_inflight), 1, 1024, "4", NULL},
 };
 #define NKEYS ((int)(sizeof s_keys / sizeof s_keys[0]))
 
@@ -131,6 +145,20 @@ static int s_assign(loco_config_t *c, const key_spec_t *k, const char *value, ch
         }
         snprintf(err, errlen, "'%s' is not one of %s", value, k->choices);
         return -1;
+    }
+    case K_LIST: {
+        config_list_t *l = (config_list_t *)field;
+        if (*value == '\0') return 0;
+        if (l->n >= CONFIG_LIST_MAX) {
+            snprintf(err, errlen, "more than %d values", CONFIG_LIST_MAX);
+            return -1;
+        }
+        if (strlen(value) >= sizeof l->item[0]) {
+            snprintf(err, errlen, "value is longer than %zu characters", sizeof l->item[0] - 1);
+            return -1;
+        }
+        snprintf(l->item[l->n++], sizeof l->item[0], "%s", value);
+        return 0;
     }
     case K_STR:
         if (strlen(value) >= k->size) {

@@ -47,6 +47,18 @@ typedef struct {
     int device_index;
     int tf32;
 
+    // identity, admission, transport (net/node.h): [node] key/ticket, [run] admission..., [net], [limits]
+    char key[CONFIG_PATH_MAX];      // Ed25519 key file (loco keygen)
+    char ticket[1024];              // ticket text or a file holding it (loco admit)
+    char admission[16];             // open | allowlist | ticket
+    config_list_t allow, deny;      // peer ids (repeatable keys)
+    char authority[72];             // ticket mode: id of the run authority
+    char net_listen[256];           // ROUTER endpoint
+    int64_t chunk_size;             // encoded bytes per transfer chunk
+    int hwm;                        // ZeroMQ high-water mark (messages per connection)
+    int64_t max_message, max_tensor;
+    int max_inflight;
+
     // Where each value came from, for error messages after loading.
     char source[CONFIG_PATH_MAX];
 } loco_config_t;

@@ -15,6 +15,9 @@ static const struct {
     {"eval", cmd_eval, "validation loss of a checkpoint"},
     {"export", cmd_export, "write a checkpoint's weights as Hugging Face GPT-2 safetensors"},
     {"sample", cmd_sample, "generate text from a checkpoint"},
+    {"keygen", cmd_keygen, "create a peer identity key (Ed25519)"},
+    {"admit", cmd_admit, "sign a ticket admitting a peer id to a run"},
+    {"net-test", cmd_net_test, "transport test helper (serve / send reference tensors)"},
 };
 
 static void s_usage(FILE *f) {

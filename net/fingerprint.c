@@ -1,0 +1,83 @@
+#include "net/fingerprint.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+
+void net_sha256(const void *data, size_t len, uint8_t out[32]) {
+    unsigned int n = 32;
+    EVP_Digest(data, len, out, &n, EVP_sha256(), NULL);
+}
+
+size_t net_run_describe(const loco_config_t *c, char *out, size_t len) {
+    int n = snprintf(out, len,
+                     "loco-run\n"
+                     "protocol=%d\n"
+                     "run.name=%s\n"
+                     "model.layers=%d\n"
+                     "model.d_model=%d\n"
+                     "model.heads=%d\n"
+                     "model.seq_len=%d\n"
+                     "model.vocab=%d\n"
+                     "train.seed=%lld\n",
+                     NET_PROTOCOL_VERSION, c->run_name, c->model.layers, c->model.d_model, c->model.heads,
+                     c->model.seq_len, c->model.vocab, (long long)c->seed);
+    return n > 0 && (size_t)n < len ? (size_t)n : 0;
+}
+
+void net_run_fingerprint_desc(const char *desc, size_t len, uint8_t fp[32]) { net_sha256(desc, len, fp); }
+
+void net_run_fingerprint(const loco_config_t *c, uint8_t fp[32]) {
+    char d[NET_RUN_DESC_MAX];
+    size_t n = net_run_describe(c, d, sizeof d);
+    net_run_fingerprint_desc(d, n, fp);
+}
+
+// Finds "key=" at a line start in desc; returns the value's start and length, or NULL.
+static const char *s_lookup(const char *desc, size_t len, const char *key, size_t klen, size_t *vlen) {
+    for (size_t i = 0; i < len;) {
+        const char *nl = memchr(desc + i, '\n', len - i);
+        size_t end = nl ? (size_t)(nl - desc) : len;
+        if (end - i > klen && desc[i + klen] == '=' && memcmp(desc + i, key, klen) == 0) {
+            *vlen = end - i - klen - 1;
+            return desc + i + klen + 1;
+        }
+        i = end + 1;
+    }
+    return NULL;
+}
+
+static int s_diff_one(const char *a, size_t alen, const char *b, size_t blen, int a_is_ours, char *out,
+                      size_t outlen) {
+    for (size_t i = 0; i < alen;) {
+        const char *nl = memchr(a + i, '\n', alen - i);
+        size_t end = nl ? (size_t)(nl - a) : alen;
+        const char *eq = memchr(a + i, '=', end - i);
+        if (eq) {
+            size_t klen = (size_t)(eq - (a + i)), avl = end - i - klen - 1, bvl = 0;
+            const char *bv = s_lookup(b, blen, a + i, klen, &bvl);
+            if (!bv) {
+                snprintf(out, outlen, "field '%.*s' missing on %s side", (int)(klen > 64 ? 64 : klen), a + i,
+                         a_is_ours ? "their" : "our");
+                return 1;
+            }
+            if (bvl != avl || memcmp(bv, eq + 1, avl) != 0) {
+                const char *ov = a_is_ours ? eq + 1 : bv, *tv = a_is_ours ? bv : eq + 1;
+                size_t ol = a_is_ours ? avl : bvl, tl = a_is_ours ? bvl : avl;
+                snprintf(out, outlen, "field '%.*s' differs (ours %.*s, theirs %.*s)", (int)(klen > 64 ? 64 : klen),
+                         a + i, (int)(ol > 64 ? 64 : ol), ov, (int)(tl > 64 ? 64 : tl), tv);
+                return 1;
+            }
+        }
+        i = end + 1;
+    }
+    return 0;
+}
+
+int net_run_diff(const char *ours, size_t olen, const char *theirs, size_t tlen, char *out, size_t outlen) {
+    if (olen == tlen && memcmp(ours, theirs, olen) == 0) return 0;
+    if (s_diff_one(ours, olen, theirs, tlen, 1, out, outlen)) return 1;
+    if (s_diff_one(theirs, tlen, ours, olen, 0, out, outlen)) return 1;
+    snprintf(out, outlen, "descriptions differ in form (line order or duplicates)");
+    return 1;
+}

@@ -1,0 +1,33 @@
+// The run fingerprint (DESIGN.md): SHA-256 of what must match for peers to train together.
+//
+// It is computed over a canonical description, one "key=value\n" line per field in a fixed order,
+// starting with "loco-run\n". Peers exchange the description in their HELLO, so a peer with a
+// different fingerprint is refused with the name of the field that differs. Today's fields: protocol
+// version, run name, model shape and vocabulary, train seed (the init seed). The outer algorithm, H,
+// codec and plan join when their config keys exist (issues for [outer] and the planner): append
+// lines in net_run_describe(); the protocol version line makes old and new peers disagree cleanly.
+#ifndef LOCO_NET_FINGERPRINT_H
+#define LOCO_NET_FINGERPRINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "node/config.h"
+
+#define NET_PROTOCOL_VERSION 1
+#define NET_RUN_DESC_MAX 1024
+
+// Writes the canonical description into out. Returns its length, or 0 if it does not fit.
+size_t net_run_describe(const loco_config_t *c, char *out, size_t len);
+// SHA-256 of a description.
+void net_run_fingerprint_desc(const char *desc, size_t len, uint8_t fp[32]);
+// net_run_describe + net_run_fingerprint_desc.
+void net_run_fingerprint(const loco_config_t *c, uint8_t fp[32]);
+// Compares two descriptions line by line; writes "field 'model.layers' differs (ours 4, theirs 6)"
+// or "field 'x' missing on one side" into out. Returns 0 if identical, 1 otherwise.
+int net_run_diff(const char *ours, size_t olen, const char *theirs, size_t tlen, char *out, size_t outlen);
+
+// One-shot SHA-256 (OpenSSL EVP).
+void net_sha256(const void *data, size_t len, uint8_t out[32]);
+
+#endif

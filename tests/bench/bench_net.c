@@ -1,0 +1,240 @@
+// Transport and codec benchmark (issue 3). Budget: about a minute on 2 cores.
+//
+//   build/<dir>/tests/bench/bench_net [MiB=256] [repeats=3]
+//
+// Loopback throughput of one tensor (fp32 codec, 4 MiB chunks) between two processes:
+//   curve  net_node with CURVE (what peers use)
+//   plain  net_node with CURVE off (benchmark-only option)
+//   tcp    a raw TCP socket, send/recv of the same bytes
+// and, in one process on the same data, libsodium crypto_box_easy_afternm + open_easy_afternm
+// (precomputed key, 4 MiB messages): what the cipher alone can do on this machine. CURVE does the
+// same work split across the sender's and receiver's I/O threads, so the target is
+// curve ≥ 80% of the encrypt+decrypt rate. Codecs: encode and decode GB/s (of fp32 input) vs memcpy.
+// Every figure is the median of `repeats` runs, reported with its baseline and ratio.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "model/rng.h"
+#include "net/node.h"
+#include "optim/codec.h"
+
+static double s_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int s_cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+static double s_median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, s_cmp);
+    return v[n / 2];
+}
+
+static void s_opts(net_opts_t *o, uint8_t seed, int plaintext) {
+    net_opts_defaults(o);
+    uint8_t s[32];
+    memset(s, seed, 32);
+    net_identity_from_seed(&o->identity, s);
+    loco_config_t c;
+    config_defaults(&c);
+    o->run_desc_len = net_run_describe(&c, o->run_desc, sizeof o->run_desc);
+    o->plaintext = plaintext;
+    o->limits.max_tensor = 8ull << 30;
+}
+
+// One net_node transfer of n floats; returns MB/s of fp32 payload (receiver-verified), or -1.
+static double s_node_arm(const float *x, size_t n, int plaintext) {
+    int fd[2];
+    if (pipe(fd) != 0) return -1;
+    pid_t pid = fork();
+    if (pid == 0) { // receiver
+        net_opts_t o;
+        s_opts(&o, 1, plaintext);
+        snprintf(o.listen, sizeof o.listen, "tcp://127.0.0.1:0");
+        char err[256], addr[400];
+        net_node_t *nd = net_node_new(&o, err, sizeof err);
+        if (!nd) _exit(1);
+        net_node_address(nd, addr, sizeof addr);
+        if (write(fd[1], addr, sizeof addr) != sizeof addr) _exit(1);
+        for (int k = 0; k < 600; k++) {
+            net_event_t ev;
+            if (net_node_poll(nd, &ev, 100) == 1) {
+                int done = ev.kind == NET_EV_TENSOR;
+                if (done) {
+                    double t = s_now();
+                    if (write(fd[1], &t, sizeof t) != sizeof t) _exit(1);
+                }
+                net_event_clear(&ev);
+                if (done) break;
+            }
+        }
+        net_node_destroy(&nd);
+        _exit(0);
+    }
+    char addr[400];
+    if (read(fd[0], addr, sizeof addr) != sizeof addr) return -1;
+    net_opts_t o;
+    s_opts(&o, 2, plaintext);
+    char err[256];
+    net_node_t *nd = net_node_new(&o, err, sizeof err);
+    uint8_t pid_id[32];
+    char ep[300];
+    net_peer_addr_parse(addr, pid_id, ep, sizeof ep, err, sizeof err);
+    if (net_node_connect(nd, addr, err, sizeof err) != 0 || net_node_handshake(nd, pid_id, 5000, err, sizeof err) != 0) {
+        fprintf(stderr, "bench: %s\n", err);
+        return -1;
+    }
+    double t0 = s_now();
+    if (net_node_send_tensor(nd, pid_id, 1, 0, CODEC_FP32, x, n, NULL, 120000, err, sizeof err) != 0)
+        fprintf(stderr, "bench: %s\n", err);
+    // Keep servicing (the receiver needs nothing from us, but our queue must drain).
+    double t1 = 0;
+    for (int k = 0; k < 1200 && t1 == 0; k++) {
+        net_event_t ev;
+        if (net_node_poll(nd, &ev, 50) == 1) net_event_clear(&ev);
+        struct timeval tv = {0, 0};
+        fd_set rs;
+        FD_ZERO(&rs);
+        FD_SET(fd[0], &rs);
+        if (select(fd[0] + 1, &rs, NULL, NULL, &tv) == 1 && read(fd[0], &t1, sizeof t1) != sizeof t1) t1 = -1;
+    }
+    waitpid(pid, NULL, 0);
+    net_node_destroy(&nd);
+    close(fd[0]), close(fd[1]);
+    return t1 > t0 ? n * 4.0 / (t1 - t0) / 1e6 : -1;
+}
+
+static double s_tcp_arm(const float *x, size_t n) {
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    if (bind(ls, (struct sockaddr *)&a, sizeof a) || listen(ls, 1) || getsockname(ls, (struct sockaddr *)&a, &al))
+        return -1;
+    size_t bytes = n * 4;
+    int fd[2];
+    if (pipe(fd) != 0) return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        int c = accept(ls, NULL, NULL);
+        char *buf = malloc(4 << 20);
+        size_t got = 0;
+        while (got < bytes) {
+            ssize_t r = recv(c, buf, 4 << 20, 0);
+            if (r <= 0) _exit(1);
+            got += (size_t)r;
+        }
+        double t = s_now();
+        if (write(fd[1], &t, sizeof t) != sizeof t) _exit(1);
+        _exit(0);
+    }
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) return -1;
+    double t0 = s_now();
+    const char *p = (const char *)x;
+    for (size_t sent = 0; sent < bytes;) {
+        ssize_t w = send(s, p + sent, bytes - sent < (4u << 20) ? bytes - sent : (4u << 20), 0);
+        if (w <= 0) return -1;
+        sent += (size_t)w;
+    }
+    double t1;
+    if (read(fd[0], &t1, sizeof t1) != sizeof t1) t1 = 0;
+    waitpid(pid, NULL, 0);
+    close(s), close(ls), close(fd[0]), close(fd[1]);
+    return t1 > t0 ? bytes / (t1 - t0) / 1e6 : -1;
+}
+
+// crypto_box with a precomputed key, 4 MiB messages: encrypt + decrypt every byte once.
+static double s_box_arm(const float *x, size_t n) {
+    unsigned char pk1[32], sk1[32], pk2[32], sk2[32], k[crypto_box_BEFORENMBYTES], nonce[crypto_box_NONCEBYTES] = {0};
+    crypto_box_keypair(pk1, sk1);
+    crypto_box_keypair(pk2, sk2);
+    if (crypto_box_beforenm(k, pk2, sk1) != 0) return -1;
+    size_t msg = 4 << 20, bytes = n * 4;
+    unsigned char *c = malloc(msg + crypto_box_MACBYTES), *m = malloc(msg);
+    double t0 = s_now();
+    for (size_t off = 0; off < bytes; off += msg) {
+        size_t l = bytes - off < msg ? bytes - off : msg;
+        crypto_box_easy_afternm(c, (const unsigned char *)x + off, l, nonce, k);
+        if (crypto_box_open_easy_afternm(m, c, l + crypto_box_MACBYTES, nonce, k) != 0) return -1;
+        sodium_increment(nonce, sizeof nonce);
+    }
+    double dt = s_now() - t0;
+    free(c), free(m);
+    return bytes / dt / 1e6;
+}
+
+int main(int argc, char **argv) {
+    size_t mib = argc > 1 ? (size_t)atoi(argv[1]) : 256;
+    int reps = argc > 2 ? atoi(argv[2]) : 3;
+    if (reps < 1 || reps > 15 || mib < 1) return 2;
+    if (sodium_init() < 0) return 1;
+    signal(SIGPIPE, SIG_IGN);
+    size_t n = mib << 18;
+    float *x = malloc(n * 4);
+    rng_t r;
+    rng_seed(&r, 1);
+    for (size_t i = 0; i < n; i++) x[i] = 0.01f * rng_normal(&r);
+    printf("bench_net: %zu MiB fp32 tensor, 4 MiB chunks, loopback, median of %d\n", mib, reps);
+    double v[5][15];
+    for (int k = 0; k < reps; k++) {
+        v[0][k] = s_node_arm(x, n, 0);
+        v[1][k] = s_node_arm(x, n, 1);
+        v[2][k] = s_tcp_arm(x, n);
+        v[3][k] = s_box_arm(x, n);
+    }
+    double curve = s_median(v[0], reps), plain = s_median(v[1], reps), tcp = s_median(v[2], reps),
+           box = s_median(v[3], reps);
+    printf("  net_node CURVE       %8.0f MB/s\n", curve);
+    printf("  net_node plaintext   %8.0f MB/s   CURVE/plain %.2f\n", plain, curve / plain);
+    printf("  raw TCP              %8.0f MB/s   CURVE/TCP   %.2f  plain/TCP %.2f\n", tcp, curve / tcp, plain / tcp);
+    printf("  crypto_box enc+dec   %8.0f MB/s   CURVE/box   %.2f  (target >= 0.80)\n", box, curve / box);
+
+    // Codecs vs memcpy on the same data (chunks of 4 MiB encoded, as the transport does).
+    float *y = malloc(n * 4);
+    uint8_t *enc = malloc(codec_encoded_size(CODEC_INT8, n) + (64u << 20));
+    double mc[15];
+    for (int k = 0; k < reps; k++) {
+        double t0 = s_now();
+        memcpy(y, x, n * 4);
+        mc[k] = n * 4 / (s_now() - t0) / 1e9;
+    }
+    double mcm = s_median(mc, reps);
+    printf("  memcpy               %8.2f GB/s\n", mcm);
+    for (int id = 0; id < CODEC_COUNT; id++) {
+        double e[15], d[15];
+        size_t per = codec_chunk_elems(id, 4u << 20), stride = codec_encoded_size(id, per);
+        char err[128];
+        for (int k = 0; k < reps; k++) {
+            double t0 = s_now();
+            for (size_t lo = 0, c = 0; lo < n; lo += per, c++) {
+                size_t m = n - lo < per ? n - lo : per;
+                codec_encode(id, x + lo, m, enc + c * stride, NULL);
+            }
+            double t1 = s_now();
+            for (size_t lo = 0, c = 0; lo < n; lo += per, c++) {
+                size_t m = n - lo < per ? n - lo : per;
+                codec_decode(id, enc + c * stride, codec_encoded_size(id, m), m, y + lo, err, sizeof err);
+            }
+            double t2 = s_now();
+            e[k] = n * 4 / (t1 - t0) / 1e9, d[k] = n * 4 / (t2 - t1) / 1e9;
+        }
+        double em = s_median(e, reps), dm = s_median(d, reps);
+        printf("  codec %-4s encode %6.2f GB/s (%.0f%% of memcpy)  decode %6.2f GB/s (%.0f%%)\n", codec_name(id), em,
+               100 * em / mcm, dm, 100 * dm / mcm);
+    }
+    free(x), free(y), free(enc);
+    return 0;
+}
