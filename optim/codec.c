@@ -196,11 +196,13 @@ static int s_enc_int4(const float *x, size_t n, uint8_t *out, float *deq) {
     if (!s_all_finite(x, n)) return -1;
     size_t nb = (n + CODEC_INT4_BLOCK - 1) / CODEC_INT4_BLOCK;
     uint8_t *lv = out + nb * 2;
-    memset(lv, 0, (n + 1) / 2);
     for (size_t b = 0; b < nb; b++) {
         size_t lo = b * CODEC_INT4_BLOCK, hi = lo + CODEC_INT4_BLOCK < n ? lo + CODEC_INT4_BLOCK : n;
         float amax = 0;
-        for (size_t i = lo; i < hi; i++) amax = fmaxf(amax, fabsf(x[i]));
+        for (size_t i = lo; i < hi; i++) {
+            float a = fabsf(x[i]);
+            amax = a > amax ? a : amax; // not fmaxf: its NaN rules keep it scalar (x is finite here)
+        }
         float s = amax / 7.0f;
         if (s > 65504.0f) s = 65504.0f; // fp16's largest finite: larger blocks saturate at ±7·65504
         uint16_t h = codec_f32_to_f16(s);
@@ -209,14 +211,24 @@ static int s_enc_int4(const float *x, size_t n, uint8_t *out, float *deq) {
         out[2 * b + 1] = (uint8_t)(h >> 8);
         float inv = sd > 0 ? 1.0f / sd : 0.0f;
         if (!isfinite(inv)) inv = 0.0f;
-        for (size_t i = lo; i < hi; i++) {
-            float v = x[i] * inv;
+        // Levels into a small buffer, then pack pairs: both loops vectorize (blocks start at even
+        // indices, so a block's pairs never straddle a byte).
+        // A partial last block is padded with zeros (level 0 = nibble 8 is never read back).
+        float blk[CODEC_INT4_BLOCK] = {0};
+        size_t m = hi - lo;
+        memcpy(blk, x + lo, m * sizeof(float));
+        uint8_t nib[CODEC_INT4_BLOCK];
+        for (int j = 0; j < CODEC_INT4_BLOCK; j++) {
+            float v = blk[j] * inv;
             v = v < -7.0f ? -7.0f : (v > 7.0f ? 7.0f : v);
-            int l = (int)(v + 8.5f) - 8; // round half up, on a positive value
-            uint8_t nib = (uint8_t)(l + 8);
-            lv[i >> 1] |= (uint8_t)(nib << ((i & 1) * 4));
-            if (deq) deq[i] = (float)l * sd;
+            nib[j] = (uint8_t)(int32_t)(v + 8.5f); // round half up on a positive value: 1..15
         }
+        uint8_t packed[CODEC_INT4_BLOCK / 2];
+        for (int j = 0; j < CODEC_INT4_BLOCK / 2; j++) packed[j] = (uint8_t)(nib[2 * j] | nib[2 * j + 1] << 4);
+        if ((m & 1) == 1) packed[m / 2] &= 0x0f; // odd n: the unused high nibble stays 0
+        memcpy(lv + (lo >> 1), packed, (m + 1) / 2);
+        if (deq)
+            for (size_t j = 0; j < m; j++) deq[lo + j] = (float)((int)nib[j] - 8) * sd;
     }
     return 0;
 }

@@ -204,7 +204,10 @@ int main(int argc, char **argv) {
 
     // Codecs vs memcpy on the same data (chunks of 4 MiB encoded, as the transport does).
     float *y = malloc(n * 4);
-    uint8_t *enc = malloc(codec_encoded_size(CODEC_INT8, n) + (64u << 20));
+    size_t enc_cap = codec_encoded_size(CODEC_FP32, n) + (1u << 20); // fp32 is the largest encoding
+    uint8_t *enc = malloc(enc_cap);
+    memset(y, 0, n * 4); // fault the pages in first: measure copying, not the kernel
+    memset(enc, 0, enc_cap);
     double mc[15];
     for (int k = 0; k < reps; k++) {
         double t0 = s_now();
