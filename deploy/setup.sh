@@ -10,7 +10,7 @@ pkgs=(
     python3-torch python3-numpy                 # the reference implementation in tests and benchmarks
     fortunes                                    # the default corpus
     iproute2 procps time                        # network namespaces for WAN tests; ps/time for benchmarks
-    clang libclang-rt-14-dev                    # fuzzing (make fuzz)
+    clang libclang-rt-14-dev libomp-14-dev      # fuzzing (make fuzz)
 )
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
