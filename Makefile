@@ -59,6 +59,8 @@ BENCH_SRC:= $(wildcard tests/bench/bench_*.c)
 BENCH_BIN:= $(BENCH_SRC:%.c=$(BUILD)/%)
 
 .PHONY: all test test-long check bench clean fuzz
+# Keep test objects between runs (they are intermediates of the test binaries).
+.SECONDARY:
 all: $(BIN)
 
 # Rebuild everything when the flags change (Redis-style).
