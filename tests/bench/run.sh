@@ -30,3 +30,7 @@ for cfg in small:30 medium:8; do
     echo "$name: loco $(med "${lt[@]}") tok/s | PyTorch $(med "${pt[@]}") tok/s | ratio $(med "${ratios[@]}")x (runs: ${ratios[*]}) |" \
          "model FLOP/s = $(med "${fr[@]}") of sgemm peak | peak RSS $(awk -v a="$rss" -v b="$theo" 'BEGIN{printf "%.1f MiB = %.2fx theoretical %.1f MiB", a/1048576, a/b, b/1048576}')"
 done
+
+echo
+echo "== transport: 256 MiB tensor over loopback (CURVE vs plaintext vs raw TCP vs libsodium alone); codecs vs memcpy =="
+"$BUILD/tests/bench/bench_net" 256 3
