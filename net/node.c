@@ -15,6 +15,7 @@
 
 #define MAX_PEERS 4096
 #define REPLAY_WINDOW 256
+#define SEND_POOL_MAX 32 // chunk send buffers per node (see send_buf)
 
 typedef struct {
     uint8_t curve[32]; // table key: the X25519 key CURVE authenticated
@@ -29,11 +30,15 @@ typedef struct {
     uint8_t rid[256]; // ROUTER routing id of its latest connection to us
     size_t rid_len;
     void *dealer;     // our connection to it, if we dialled
+    void *monitor;    // PAIR receiving the dealer's connection events (re-HELLO on reconnect)
+    int handshakes;   // CURVE/ZMTP handshakes the dealer completed
     net_xfer_rx_t **rx;
     uint32_t nrx;
     uint64_t probe_id, probe_got, probe_total; // bandwidth probe, receiving side
     net_stats_t stats;
 } peer_t;
+
+typedef struct send_buf send_buf_t;
 
 typedef struct ev_node {
     net_event_t ev;
@@ -53,6 +58,8 @@ struct net_node_t {
     net_stats_t stats;
     uint64_t pong_seq, probe_acked; // probe, sending side
     int64_t last_sweep_ms;
+    send_buf_t *pool[SEND_POOL_MAX];
+    int npool;
 };
 
 static int64_t s_now_ms(void) {
@@ -78,6 +85,7 @@ void net_opts_defaults(net_opts_t *o) {
     o->chunk_bytes = 4u << 20;
     o->hwm = 16;
     o->transfer_timeout_ms = 60000;
+    o->io_threads = 2;
 }
 
 static int s_parse_ids(const config_list_t *l, uint8_t out[][32], int *n, const char *what, char *err, size_t errlen) {
@@ -195,6 +203,7 @@ static void s_peer_free(peer_t *p) {
     for (uint32_t i = 0; i < p->nrx; i++) net_xfer_rx_destroy(&p->rx[i]);
     free(p->rx);
     if (p->dealer) zmq_close(p->dealer);
+    if (p->monitor) zmq_close(p->monitor);
     free(p);
 }
 
@@ -217,30 +226,28 @@ static void s_drop(net_node_t *n, peer_t *p, net_drop_t why, const char *fmt, ..
 
 // --- sending -----------------------------------------------------------------------------------
 
-static void s_free_hold(void *data, void *hint);
-typedef struct {
-    net_xfer_tx_t *tx;
-    atomic_int refs;
-} tx_hold_t;
+// Chunk send buffers: reused across transfers (so their pages are faulted in once, not per
+// transfer) and lent to libzmq zero-copy; its I/O thread hands each back (busy = 0) once it has
+// encrypted or written the data. At most SEND_POOL_MAX exist, so memory stays bounded.
+struct send_buf {
+    uint8_t *data;
+    size_t cap;
+    atomic_int busy;
+};
 
-static void s_hold_release(tx_hold_t *h) {
-    if (atomic_fetch_sub(&h->refs, 1) == 1) {
-        net_xfer_tx_destroy(&h->tx);
-        free(h);
-    }
-}
-static void s_free_hold(void *data, void *hint) {
+static void s_buf_release(void *data, void *hint) {
     (void)data;
-    s_hold_release(hint);
+    atomic_store_explicit(&((send_buf_t *)hint)->busy, 0, memory_order_release);
 }
 
 static int s_service(net_node_t *n, int timeout_ms, void *want_out);
 
 // Sends header + payload frames to a peer, over our dealer if we have one, else back over the
 // ROUTER connection it made. Blocks under backpressure (servicing the node) until deadline_ms.
-// hold: if set, payload frame `hold_frame` is sent zero-copy, referencing hold's buffer.
+// hold: if set, payload frame `hold_frame` is sent zero-copy from hold's buffer (frames[hold_frame]),
+// which libzmq hands back when done; if s_send fails before queueing it, hold is not touched.
 static int s_send(net_node_t *n, peer_t *p, uint16_t type, uint64_t round, int nframes, const void *const *frames,
-                  const size_t *lens, int64_t deadline_ms, tx_hold_t *hold, int hold_frame, char *err,
+                  const size_t *lens, int64_t deadline_ms, send_buf_t *hold, int hold_frame, char *err,
                   size_t errlen) {
     void *sock = p->dealer ? p->dealer : n->router;
     if (!p->dealer && !p->rid_len) {
@@ -282,8 +289,7 @@ static int s_send(net_node_t *n, peer_t *p, uint16_t type, uint64_t round, int n
         int more = i + 1 < nframes ? ZMQ_SNDMORE : 0;
         if (hold && i == hold_frame) {
             zmq_msg_t m;
-            atomic_fetch_add(&hold->refs, 1);
-            zmq_msg_init_data(&m, (void *)frames[i], lens[i], s_free_hold, hold);
+            zmq_msg_init_data(&m, (void *)frames[i], lens[i], s_buf_release, hold);
             if (zmq_msg_send(&m, sock, more) < 0) zmq_msg_close(&m);
         } else {
             zmq_send(sock, frames[i], lens[i], more);
@@ -703,6 +709,31 @@ static void s_zap_one(net_node_t *n) {
     for (int i = 0; i < nf; i++) zmq_msg_close(&fr[i]);
 }
 
+static int s_send_hello(net_node_t *n, peer_t *p, char *err, size_t errlen);
+
+// One event from a dealer's monitor. Every handshake after the first is a reconnection (the peer
+// restarted, or the link dropped): the other side may have forgotten us, so HELLO again — it is
+// the only message a fresh node will process from us.
+static void s_monitor_one(net_node_t *n, peer_t *p) {
+    zmq_msg_t ev, addr;
+    zmq_msg_init(&ev);
+    zmq_msg_init(&addr);
+    int rc = zmq_msg_recv(&ev, p->monitor, ZMQ_DONTWAIT);
+    if (rc >= 0 && zmq_msg_more(&ev)) zmq_msg_recv(&addr, p->monitor, 0);
+    if (rc >= 6) {
+        const uint8_t *b = zmq_msg_data(&ev);
+        uint16_t what = (uint16_t)(b[0] | b[1] << 8);
+        if (what == ZMQ_EVENT_HANDSHAKE_SUCCEEDED && p->handshakes++ > 0) {
+            char err[200];
+            log_info("net", "reconnected to peer %s: sending HELLO again", p->hex);
+            p->welcome_state = 0;
+            if (s_send_hello(n, p, err, sizeof err) != 0) log_warn("net", "re-HELLO to %s: %s", p->hex, err);
+        }
+    }
+    zmq_msg_close(&ev);
+    zmq_msg_close(&addr);
+}
+
 static void s_sweep(net_node_t *n) {
     int64_t now = s_now_ms();
     if (now - n->last_sweep_ms < 1000) return;
@@ -725,8 +756,8 @@ static void s_sweep(net_node_t *n) {
 // Polls every socket once (waiting up to timeout_ms) and handles what is ready. want_out: a socket
 // whose writability ends the wait. Returns 0, or -1 on a fatal error.
 static int s_service(net_node_t *n, int timeout_ms, void *want_out) {
-    zmq_pollitem_t items[2 + MAX_PEERS];
-    peer_t *owners[2 + MAX_PEERS];
+    zmq_pollitem_t items[2 + 2 * MAX_PEERS];
+    peer_t *owners[2 + 2 * MAX_PEERS];
     int k = 0;
     if (n->router) items[k] = (zmq_pollitem_t){n->router, 0, ZMQ_POLLIN | (want_out == n->router ? ZMQ_POLLOUT : 0), 0}, owners[k++] = NULL;
     if (n->zap) items[k] = (zmq_pollitem_t){n->zap, 0, ZMQ_POLLIN, 0}, owners[k++] = NULL;
@@ -735,6 +766,10 @@ static int s_service(net_node_t *n, int timeout_ms, void *want_out) {
             void *s = n->peers[i]->dealer;
             items[k] = (zmq_pollitem_t){s, 0, ZMQ_POLLIN | (want_out == s ? ZMQ_POLLOUT : 0), 0};
             owners[k++] = n->peers[i];
+            if (n->peers[i]->monitor) {
+                items[k] = (zmq_pollitem_t){n->peers[i]->monitor, 0, ZMQ_POLLIN, 0};
+                owners[k++] = n->peers[i];
+            }
         }
     int rc = zmq_poll(items, k, timeout_ms);
     if (rc < 0) return errno == EINTR ? 0 : -1;
@@ -742,6 +777,10 @@ static int s_service(net_node_t *n, int timeout_ms, void *want_out) {
         if (!(items[i].revents & ZMQ_POLLIN)) continue;
         if (items[i].socket == n->zap) {
             s_zap_one(n);
+            continue;
+        }
+        if (owners[i] && items[i].socket == owners[i]->monitor) {
+            s_monitor_one(n, owners[i]);
             continue;
         }
         // Bounded batch per socket, so one busy peer cannot starve the others or the ZAP handler.
@@ -789,7 +828,7 @@ net_node_t *net_node_new(const net_opts_t *o, char *err, size_t errlen) {
     for (int i = 0; i < o->n_deny; i++)
         if (net_id_to_curve(o->deny[i], n->deny_curve[i]) != 0) memset(n->deny_curve[i], 0, 32);
     n->ctx = zmq_ctx_new();
-    if (!n->ctx) {
+    if (!n->ctx || zmq_ctx_set(n->ctx, ZMQ_IO_THREADS, n->o.io_threads > 0 ? n->o.io_threads : 1) != 0) {
         snprintf(err, errlen, "zmq_ctx_new: %s", zmq_strerror(errno));
         goto fail;
     }
@@ -837,7 +876,11 @@ void net_node_destroy(net_node_t **self_p) {
     }
     if (n->router) zmq_close(n->router);
     if (n->zap) zmq_close(n->zap);
-    if (n->ctx) zmq_ctx_term(n->ctx);
+    if (n->ctx) zmq_ctx_term(n->ctx); // linger 0: libzmq hands every lent send buffer back first
+    for (int i = 0; i < n->npool; i++) {
+        free(n->pool[i]->data);
+        free(n->pool[i]);
+    }
     net_identity_wipe(&n->o.identity);
     free(n);
     *self_p = NULL;
@@ -880,14 +923,31 @@ int net_node_connect(net_node_t *n, const char *addr, char *err, size_t errlen) 
             memcpy(rid + 1, n->o.identity.pk, 32);
             rc |= zmq_setsockopt(s, ZMQ_ROUTING_ID, rid, sizeof rid);
         }
-        if (rc || zmq_connect(s, ep) != 0) {
+        // Connection events (before connecting, so the first handshake is seen too).
+        char mep[80];
+        static atomic_uint s_monitors;
+        snprintf(mep, sizeof mep, "inproc://loco-monitor-%p-%u", (void *)n, atomic_fetch_add(&s_monitors, 1));
+        void *mon = NULL;
+        if (!rc && zmq_socket_monitor(s, mep, ZMQ_EVENT_HANDSHAKE_SUCCEEDED) == 0 &&
+            (mon = zmq_socket(n->ctx, ZMQ_PAIR)) != NULL) {
+            s_setopt_int(mon, ZMQ_LINGER, 0);
+            if (zmq_connect(mon, mep) != 0) zmq_close(mon), mon = NULL;
+        }
+        if (rc || !mon || zmq_connect(s, ep) != 0) {
             snprintf(err, errlen, "connect %s: %s", ep, zmq_strerror(errno));
             if (s) zmq_close(s);
+            if (mon) zmq_close(mon);
             return -1;
         }
         p->dealer = s;
+        p->monitor = mon;
+        p->handshakes = 0;
     }
     p->welcome_state = 0;
+    return s_send_hello(n, p, err, errlen);
+}
+
+static int s_send_hello(net_node_t *n, peer_t *p, char *err, size_t errlen) {
     uint8_t buf[64 + NET_RUN_DESC_MAX + NET_TICKET_BYTES];
     size_t bl = s_hello_body(n, buf, sizeof buf);
     const void *f[1] = {buf};
@@ -942,6 +1002,39 @@ int net_node_send(net_node_t *n, const uint8_t peer[32], uint16_t type, uint64_t
     return s_send(n, p, type, round, 1, f, l, s_now_ms() + timeout_ms, NULL, 0, err, errlen);
 }
 
+// A free send buffer of at least `need` bytes: reuses an idle one, else adds one (up to
+// SEND_POOL_MAX), else services the node until libzmq hands one back. NULL on timeout.
+static send_buf_t *s_buf_get(net_node_t *n, size_t need, int64_t deadline_ms) {
+    for (;;) {
+        send_buf_t *small = NULL;
+        for (int i = 0; i < n->npool; i++) {
+            send_buf_t *b = n->pool[i];
+            if (atomic_load_explicit(&b->busy, memory_order_acquire)) continue;
+            if (b->cap >= need) {
+                atomic_store_explicit(&b->busy, 1, memory_order_relaxed);
+                return b;
+            }
+            small = b;
+        }
+        if (small || n->npool < SEND_POOL_MAX) { // grow an idle buffer that is too small, or add one
+            send_buf_t *b = small;
+            if (!b && !(b = calloc(1, sizeof *b))) return NULL;
+            uint8_t *d = malloc(need);
+            if (!d) {
+                if (!small) free(b);
+                return NULL;
+            }
+            free(b->data);
+            b->data = d, b->cap = need;
+            if (!small) n->pool[n->npool++] = b;
+            atomic_store_explicit(&b->busy, 1, memory_order_relaxed);
+            return b;
+        }
+        int64_t left = deadline_ms - s_now_ms();
+        if (left <= 0 || s_service(n, left < 5 ? (int)left : 5, NULL) < 0) return NULL;
+    }
+}
+
 int net_node_send_tensor(net_node_t *n, const uint8_t peer[32], uint32_t quantity, uint64_t round, int codec,
                          const float *x, size_t count, float *residual, int timeout_ms, char *err, size_t errlen) {
     peer_t *p = s_sendable(n, peer, err, errlen);
@@ -949,28 +1042,32 @@ int net_node_send_tensor(net_node_t *n, const uint8_t peer[32], uint32_t quantit
     net_xfer_tx_t *tx =
         net_xfer_tx_new(codec, x, count, n->o.chunk_bytes, residual, quantity, n->xfer_id++, err, errlen);
     if (!tx) return -1;
-    tx_hold_t *hold = malloc(sizeof *hold);
-    if (!hold) {
-        net_xfer_tx_destroy(&tx);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    hold->tx = tx;
-    atomic_init(&hold->refs, 1);
     int64_t deadline = s_now_ms() + timeout_ms;
+    size_t stride = net_xfer_tx_stride(tx);
     int rc = 0;
-    for (uint32_t i = 0; i < tx->h.nchunks && rc == 0; i++) {
-        net_chunk_hdr_t ch = tx->h;
-        ch.index = i;
+    for (;;) {
+        send_buf_t *b = s_buf_get(n, stride, deadline);
+        if (!b) {
+            snprintf(err, errlen, "send to %s: no send buffer in time (peer not draining, or out of memory)", p->hex);
+            rc = -1;
+            break;
+        }
         uint8_t chb[NET_CHUNK_HDR_SIZE];
-        net_chunk_hdr_encode(&ch, chb);
-        size_t dl;
-        const uint8_t *data = net_xfer_tx_chunk(tx, i, &dl);
-        const void *f[2] = {chb, data};
-        size_t l[2] = {sizeof chb, dl};
-        rc = s_send(n, p, NET_MSG_CHUNK, round, 2, f, l, deadline, hold, 1, err, errlen);
+        long dl = net_xfer_tx_next(tx, b->data, chb, err, errlen);
+        if (dl <= 0) {
+            s_buf_release(NULL, b);
+            rc = dl < 0 ? -1 : 0;
+            break;
+        }
+        const void *f[2] = {chb, b->data};
+        size_t l[2] = {sizeof chb, (size_t)dl};
+        if (s_send(n, p, NET_MSG_CHUNK, round, 2, f, l, deadline, b, 1, err, errlen) != 0) {
+            s_buf_release(NULL, b);
+            rc = -1;
+            break;
+        }
     }
-    s_hold_release(hold);
+    net_xfer_tx_destroy(&tx);
     return rc;
 }
 

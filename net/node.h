@@ -21,6 +21,16 @@
 // counted per reason and per peer, and logged with the peer id. Nothing malformed reaches the
 // caller. Sends block with backpressure: when a peer's high-water mark is reached, the node
 // services its other sockets until the peer drains or the deadline passes.
+//
+// Reconnection: libzmq re-dials a DEALER whose peer went away. Every handshake after the first
+// (seen through a socket monitor) makes the node send HELLO again, so a restarted peer admits us
+// without the caller calling net_node_connect again (a WELCOME event follows).
+//
+// Tensors stream (net/xfer.h): each chunk is encoded and hashed into a reusable send buffer (at
+// most 32 per node, lent to libzmq zero-copy and handed back once it has encrypted or written the
+// bytes) just before it is queued; the receiver hashes and decodes each chunk straight from the
+// received frame into the destination tensor as it arrives, and delivers the tensor only after
+// every chunk digest and the transfer digest matched.
 #ifndef LOCO_NET_NODE_H
 #define LOCO_NET_NODE_H
 
@@ -57,6 +67,7 @@ typedef struct {
     int transfer_timeout_ms;   // an incomplete transfer idle this long is abandoned
     uint64_t incarnation;      // 0 = now in µs
     int plaintext;             // benchmarks only: no CURVE, no ZAP (never from a config file)
+    int io_threads;            // libzmq I/O threads (each connection's cipher runs on one); default 2
 } net_opts_t;
 
 // Defaults for limits, chunking and HWM; admission open; no listener; empty description.

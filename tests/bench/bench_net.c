@@ -1,15 +1,22 @@
 // Transport and codec benchmark (issue 3). Budget: about a minute on 2 cores.
 //
 //   build/<dir>/tests/bench/bench_net [MiB=256] [repeats=3]
+//   env: BENCH_NODE_ONLY=1 (only the two net_node arms), BENCH_DEBUG=1 (per net_node run: when the
+//        sender returned, when the receiver had the verified tensor, CPU seconds of each side),
+//        BENCH_IO_THREADS=N (libzmq I/O threads per net_node; default 2)
 //
 // Loopback throughput of one tensor (fp32 codec, 4 MiB chunks) between two processes:
-//   curve  net_node with CURVE (what peers use)
+//   curve  net_node with CURVE (what peers use): streamed encode+SHA-256 per chunk, receiver
+//          hashes and decodes each chunk on arrival, verified before delivery
 //   plain  net_node with CURVE off (benchmark-only option)
 //   tcp    a raw TCP socket, send/recv of the same bytes
+//   raw libzmq CURVE / plain: a PUSH/PULL pair, 4 MiB messages sent zero-copy, no loco framing,
+//          no hashing (x2: two connections and two I/O threads per process)
 // and, in one process on the same data, libsodium crypto_box_easy_afternm + open_easy_afternm
-// (precomputed key, 4 MiB messages): what the cipher alone can do on this machine. CURVE does the
-// same work split across the sender's and receiver's I/O threads, so the target is
-// curve ≥ 80% of the encrypt+decrypt rate. Codecs: encode and decode GB/s (of fp32 input) vs memcpy.
+// (precomputed key, 4 MiB messages): what the cipher alone can do on this machine, and the same plus
+// SHA-256 of every byte at both ends (the digest loco must compute). CURVE does the cipher work
+// split across the sender's and receiver's I/O threads, so the target is curve ≥ 80% of the
+// encrypt+decrypt rate. Codecs: encode and decode GB/s (of fp32 input) vs memcpy.
 // Every figure is the median of `repeats` runs, reported with its baseline and ratio.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -20,11 +27,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #include "model/rng.h"
+#include "net/fingerprint.h"
 #include "net/node.h"
 #include "optim/codec.h"
 
@@ -53,10 +63,18 @@ static void s_opts(net_opts_t *o, uint8_t seed, int plaintext) {
     o->run_desc_len = net_run_describe(&c, o->run_desc, sizeof o->run_desc);
     o->plaintext = plaintext;
     o->limits.max_tensor = 8ull << 30;
+    if (getenv("BENCH_IO_THREADS")) o->io_threads = atoi(getenv("BENCH_IO_THREADS"));
 }
 
 // One net_node transfer of n floats; returns MB/s of fp32 payload (receiver-verified), or -1.
+static double s_cpu(int who) {
+    struct rusage ru;
+    getrusage(who, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
 static double s_node_arm(const float *x, size_t n, int plaintext) {
+    double cs0 = s_cpu(RUSAGE_SELF), cc0 = s_cpu(RUSAGE_CHILDREN);
     int fd[2];
     if (pipe(fd) != 0) return -1;
     pid_t pid = fork();
@@ -100,6 +118,7 @@ static double s_node_arm(const float *x, size_t n, int plaintext) {
     double t0 = s_now();
     if (net_node_send_tensor(nd, pid_id, 1, 0, CODEC_FP32, x, n, NULL, 120000, err, sizeof err) != 0)
         fprintf(stderr, "bench: %s\n", err);
+    double ts = s_now();
     // Keep servicing (the receiver needs nothing from us, but our queue must drain).
     double t1 = 0;
     for (int k = 0; k < 1200 && t1 == 0; k++) {
@@ -114,6 +133,7 @@ static double s_node_arm(const float *x, size_t n, int plaintext) {
     waitpid(pid, NULL, 0);
     net_node_destroy(&nd);
     close(fd[0]), close(fd[1]);
+    if (getenv("BENCH_DEBUG")) fprintf(stderr, "node arm plaintext=%d: send returned %.3f s, received %.3f s; cpu sender %.3f s receiver %.3f s (whole arm, setup included)\n", plaintext, ts - t0, t1 - t0, s_cpu(RUSAGE_SELF) - cs0, s_cpu(RUSAGE_CHILDREN) - cc0);
     return t1 > t0 ? n * 4.0 / (t1 - t0) / 1e6 : -1;
 }
 
@@ -156,8 +176,83 @@ static double s_tcp_arm(const float *x, size_t n) {
     return t1 > t0 ? bytes / (t1 - t0) / 1e6 : -1;
 }
 
+// Raw libzmq, no loco framing: a PUSH/PULL pair in two processes, 4 MiB messages sent zero-copy
+// from the tensor, CURVE on (curve = 1) or off; the receiver only counts bytes. What libzmq itself
+// can move through one connection on this machine (its I/O threads do the cipher and the copies).
+static void s_nofree(void *d, void *h) { (void)d, (void)h; }
+static double s_zmq_arm(const float *x, size_t n, int curve, int io_threads, int conns) {
+    char spk[41], ssk[41], cpk[41], csk[41];
+    zmq_curve_keypair(spk, ssk);
+    zmq_curve_keypair(cpk, csk);
+    size_t bytes = n * 4, msg = 4u << 20;
+    int fd[2];
+    if (pipe(fd) != 0) return -1;
+    pid_t pid = fork();
+    if (pid == 0) { // receiver (CURVE server)
+        void *ctx = zmq_ctx_new();
+        zmq_ctx_set(ctx, ZMQ_IO_THREADS, io_threads);
+        void *s = zmq_socket(ctx, ZMQ_PULL);
+        int one = 1;
+        if (curve) {
+            zmq_setsockopt(s, ZMQ_CURVE_SERVER, &one, sizeof one);
+            zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, ssk, 40);
+        }
+        char ep[128];
+        size_t el = sizeof ep;
+        if (zmq_bind(s, "tcp://127.0.0.1:*") != 0) _exit(1);
+        zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, ep, &el);
+        if (write(fd[1], ep, sizeof ep) != sizeof ep) _exit(1);
+        size_t got = 0;
+        while (got < bytes) {
+            zmq_msg_t m;
+            zmq_msg_init(&m);
+            if (zmq_msg_recv(&m, s, 0) < 0) _exit(1);
+            got += zmq_msg_size(&m);
+            zmq_msg_close(&m);
+        }
+        double t = s_now();
+        if (write(fd[1], &t, sizeof t) != sizeof t) _exit(1);
+        zmq_close(s);
+        zmq_ctx_term(ctx);
+        _exit(0);
+    }
+    char ep[128];
+    if (read(fd[0], ep, sizeof ep) != sizeof ep) return -1;
+    void *ctx = zmq_ctx_new();
+    zmq_ctx_set(ctx, ZMQ_IO_THREADS, io_threads);
+    void *s = zmq_socket(ctx, ZMQ_PUSH);
+    if (curve) {
+        zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, spk, 40);
+        zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, cpk, 40);
+        zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, csk, 40);
+    }
+    int hwm = 16;
+    zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    for (int c = 0; c < conns; c++) zmq_connect(s, ep);
+    // Wait for the connection (and the CURVE handshake) before the clock starts.
+    zmq_pollitem_t it = {s, 0, ZMQ_POLLOUT, 0};
+    zmq_poll(&it, 1, 5000);
+    usleep(100000);
+    double t0 = s_now();
+    for (size_t off = 0; off < bytes; off += msg) {
+        size_t l = bytes - off < msg ? bytes - off : msg;
+        zmq_msg_t m;
+        zmq_msg_init_data(&m, (char *)x + off, l, s_nofree, NULL);
+        if (zmq_msg_send(&m, s, 0) < 0) return -1;
+    }
+    double t1;
+    if (read(fd[0], &t1, sizeof t1) != sizeof t1) t1 = 0;
+    waitpid(pid, NULL, 0);
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    close(fd[0]), close(fd[1]);
+    return t1 > t0 ? bytes / (t1 - t0) / 1e6 : -1;
+}
+
 // crypto_box with a precomputed key, 4 MiB messages: encrypt + decrypt every byte once.
-static double s_box_arm(const float *x, size_t n) {
+static double s_box_arm(const float *x, size_t n, int with_sha) {
     unsigned char pk1[32], sk1[32], pk2[32], sk2[32], k[crypto_box_BEFORENMBYTES], nonce[crypto_box_NONCEBYTES] = {0};
     crypto_box_keypair(pk1, sk1);
     crypto_box_keypair(pk2, sk2);
@@ -167,8 +262,14 @@ static double s_box_arm(const float *x, size_t n) {
     double t0 = s_now();
     for (size_t off = 0; off < bytes; off += msg) {
         size_t l = bytes - off < msg ? bytes - off : msg;
+        uint8_t d1[32], d2[32];
+        if (with_sha) net_sha256((const unsigned char *)x + off, l, d1);
         crypto_box_easy_afternm(c, (const unsigned char *)x + off, l, nonce, k);
         if (crypto_box_open_easy_afternm(m, c, l + crypto_box_MACBYTES, nonce, k) != 0) return -1;
+        if (with_sha) {
+            net_sha256(m, l, d2);
+            if (memcmp(d1, d2, 32) != 0) return -1;
+        }
         sodium_increment(nonce, sizeof nonce);
     }
     double dt = s_now() - t0;
@@ -188,20 +289,32 @@ int main(int argc, char **argv) {
     rng_seed(&r, 1);
     for (size_t i = 0; i < n; i++) x[i] = 0.01f * rng_normal(&r);
     printf("bench_net: %zu MiB fp32 tensor, 4 MiB chunks, loopback, median of %d\n", mib, reps);
-    double v[5][15];
+    double v[8][15] = {{0}};
     for (int k = 0; k < reps; k++) {
         v[0][k] = s_node_arm(x, n, 0);
         v[1][k] = s_node_arm(x, n, 1);
+        if (getenv("BENCH_NODE_ONLY")) continue; // profiling: the two net_node arms alone
         v[2][k] = s_tcp_arm(x, n);
-        v[3][k] = s_box_arm(x, n);
+        v[3][k] = s_box_arm(x, n, 0);
+        v[7][k] = s_box_arm(x, n, 1);
+        v[4][k] = s_zmq_arm(x, n, 1, 1, 1);
+        v[6][k] = s_zmq_arm(x, n, 1, 2, 2);
+        v[5][k] = s_zmq_arm(x, n, 0, 1, 1);
     }
     double curve = s_median(v[0], reps), plain = s_median(v[1], reps), tcp = s_median(v[2], reps),
-           box = s_median(v[3], reps);
+           box = s_median(v[3], reps), zc = s_median(v[4], reps), zp = s_median(v[5], reps);
     printf("  net_node CURVE       %8.0f MB/s\n", curve);
     printf("  net_node plaintext   %8.0f MB/s   CURVE/plain %.2f\n", plain, curve / plain);
     printf("  raw TCP              %8.0f MB/s   CURVE/TCP   %.2f  plain/TCP %.2f\n", tcp, curve / tcp, plain / tcp);
     printf("  crypto_box enc+dec   %8.0f MB/s   CURVE/box   %.2f  (target >= 0.80)\n", box, curve / box);
+    double boxsha = s_median(v[7], reps);
+    printf("  box + 2x SHA-256     %8.0f MB/s   CURVE/(box+sha) %.2f  (the cipher plus the digest both ends must compute)\n",
+           boxsha, curve / boxsha);
+    printf("  raw libzmq CURVE     %8.0f MB/s   zmqCURVE/box %.2f  CURVE/zmqCURVE %.2f\n", zc, zc / box, curve / zc);
+    printf("  raw libzmq CURVE x2  %8.0f MB/s   (2 connections, 2 I/O threads per process)\n", s_median(v[6], reps));
+    printf("  raw libzmq plain     %8.0f MB/s   plain/zmqplain %.2f\n", zp, plain / zp);
 
+    if (getenv("BENCH_NODE_ONLY")) return 0;
     // Codecs vs memcpy on the same data (chunks of 4 MiB encoded, as the transport does).
     float *y = malloc(n * 4);
     size_t enc_cap = codec_encoded_size(CODEC_FP32, n) + (1u << 20); // fp32 is the largest encoding

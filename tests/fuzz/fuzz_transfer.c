@@ -1,6 +1,7 @@
 // Fuzz target: transfer reassembly (net/xfer.h). The input is a sequence of chunk messages, each
-// [u16 LE length][chunk header (80 bytes) + data]; they are checked and fed to one reassembler per
-// transfer id (at most 2 in flight), as the node does; completed transfers are verified and decoded.
+// [u16 LE length][chunk header (112 bytes) + data]; they are checked and fed to one reassembler per
+// transfer id (at most 2 in flight), as the node does: each chunk is hashed and decoded on arrival,
+// completed transfers are verified (chunk digests, digest of digests) before anything is delivered.
 // Limits are small so hostile sizes are refused before allocation.
 #include <stdint.h>
 #include <stdlib.h>

@@ -249,6 +249,7 @@ static void s_fp32_xfer(rig_t *r, uint64_t id, const float *x, int break_digest)
     net_chunk_hdr_t ch = {.xfer_id = id, .quantity = 5, .codec = CODEC_FP32, .total = 64, .per_chunk = 64,
                           .nchunks = 1, .index = 0, .encoded_total = 256};
     net_sha256(x, 256, ch.digest);
+    net_sha256(ch.digest, 32, ch.xfer_digest); // one chunk: the digest of its digest
     if (break_digest) ch.digest[0] ^= 1;
     s_chunk(r, &ch, (const uint8_t *)x, 256, NET_CHUNK_HDR_SIZE);
 }
@@ -346,6 +347,15 @@ static void c_chunk_count(rig_t *r) { net_chunk_hdr_t c = s_ch(); c.nchunks = 3;
 static void c_chunk_enc_total(rig_t *r) { net_chunk_hdr_t c = s_ch(); c.encoded_total = 1ull << 50; s_chunk(r, &c, s_zeros, 256, NET_CHUNK_HDR_SIZE); }
 static void c_chunk_data_len(rig_t *r) { net_chunk_hdr_t c = s_ch(); s_chunk(r, &c, s_zeros, 255, NET_CHUNK_HDR_SIZE); }
 static void c_digest(rig_t *r) { float x[64] = {1, 2, 3}; s_fp32_xfer(r, 901, x, 1); }
+static void c_xfer_digest(rig_t *r) {
+    float x[64] = {4, 5, 6};
+    net_chunk_hdr_t ch = {.xfer_id = 910, .quantity = 5, .codec = CODEC_FP32, .total = 64, .per_chunk = 64,
+                          .nchunks = 1, .index = 0, .encoded_total = 256};
+    net_sha256(x, 256, ch.digest); // the chunk is intact, the transfer digest is not
+    net_sha256(x, 32, ch.xfer_digest);
+    s_chunk(r, &ch, (const uint8_t *)x, 256, NET_CHUNK_HDR_SIZE);
+}
+static void c_xfer_digest_early(rig_t *r) { net_chunk_hdr_t c = s_ch(); c.xfer_id = 911; c.xfer_digest[5] = 1; s_chunk(r, &c, s_zeros, 256, NET_CHUNK_HDR_SIZE); }
 static void c_nan(rig_t *r) { float x[64] = {1, 2, 3}; x[7] = NAN; s_fp32_xfer(r, 902, x, 0); }
 static void c_int8_inf_table(rig_t *r) {
     uint8_t enc[1024 + 64];
@@ -450,6 +460,8 @@ Test(malformed, each_input_dropped_counted_and_node_still_answers, .timeout = 12
         {"encoded total inconsistent", c_chunk_enc_total, NET_DROP_BAD_CHUNK},
         {"chunk data one byte short", c_chunk_data_len, NET_DROP_LENGTH},
         {"digest mismatch", c_digest, NET_DROP_DIGEST},
+        {"transfer digest (digest of chunk digests) mismatch", c_xfer_digest, NET_DROP_DIGEST},
+        {"transfer digest in a chunk other than the last", c_xfer_digest_early, NET_DROP_BAD_CHUNK},
         {"NaN in an fp32 payload", c_nan, NET_DROP_NONFINITE},
         {"Inf in an int8 table", c_int8_inf_table, NET_DROP_NONFINITE},
         {"duplicate chunk", c_dup_chunk, NET_DROP_DUP_CHUNK},
@@ -577,6 +589,49 @@ Test(transfer, probe_measures_rtt_and_goodput, .timeout = 60) {
     cr_log_info("probe: rtt median %.3f ms, min %.3f ms, %.1f MB/s\n", pr.rtt_ms_median, pr.rtt_ms_min, pr.mbytes_per_s);
     cr_assert(pr.rtt_ms_median > 0 && pr.rtt_ms_min <= pr.rtt_ms_median);
     cr_assert(pr.mbytes_per_s > 0 && pr.bytes >= (8u << 20));
+    net_node_destroy(&client);
+    net_node_destroy(&server);
+}
+
+// A server restarts (same id and port, new incarnation): the client's DEALER reconnects by itself
+// and the client says HELLO again without being told to, so the new server admits it and processes
+// its messages — nobody calls net_node_connect a second time.
+Test(reconnect, client_says_hello_again_after_the_server_restarts, .timeout = 60) {
+    net_opts_t so, co;
+    s_opts(&so, 60, "run-a");
+    s_opts(&co, 61, "run-a");
+    net_node_t *server = s_node(&so, 1), *client = s_node(&co, 0);
+    seen_t seen = {0};
+    char why[300], ep[200];
+    cr_assert_eq(s_connect(client, server, &seen, why, sizeof why, 5000), 0, "%s", why);
+    cr_assert_eq(seen.admitted, 1);
+    net_event_t old;
+    while (net_node_poll(client, &old, 0) == 1) net_event_clear(&old); // the first WELCOME
+    snprintf(ep, sizeof ep, "%s", net_node_endpoint(server));
+    net_node_destroy(&server);
+
+    s_opts(&so, 60, "run-a");
+    so.incarnation += 1; // a restarted process
+    snprintf(so.listen, sizeof so.listen, "%s", ep);
+    server = net_node_new(&so, why, sizeof why);
+    cr_assert_not_null(server, "%s", why);
+    seen_t seen2 = {0};
+    int welcomed = 0;
+    for (int w = 0; w < 500 && (!seen2.admitted || !welcomed); w++) {
+        s_pump(server, &seen2, 5);
+        net_event_t ev;
+        while (net_node_poll(client, &ev, 5) == 1) {
+            if (ev.kind == NET_EV_WELCOME) welcomed++;
+            net_event_clear(&ev);
+        }
+    }
+    cr_assert_eq(seen2.admitted, 1, "the restarted server never got a HELLO");
+    cr_assert_eq(welcomed, 1, "the client was not welcomed again");
+    cr_assert_eq(net_node_send(client, net_node_id(server), NET_MSG_USER, 1, "after", 5, 2000, why, sizeof why), 0,
+                 "%s", why);
+    for (int w = 0; w < 200 && !seen2.messages; w++) s_pump(server, &seen2, 10);
+    cr_assert_eq(seen2.messages, 1, "a message after the reconnection was not delivered");
+    cr_assert_eq(net_node_stats(server)->drops[NET_DROP_NOT_ADMITTED], 0);
     net_node_destroy(&client);
     net_node_destroy(&server);
 }
