@@ -16,6 +16,7 @@
 #define MAX_PEERS 4096
 #define REPLAY_WINDOW 256
 #define SEND_POOL_MAX 32 // chunk send buffers per node (see send_buf)
+#define RECV_SPARE_MAX 4 // recycled tensor buffers kept per node
 
 typedef struct {
     uint8_t curve[32]; // table key: the X25519 key CURVE authenticated
@@ -60,6 +61,8 @@ struct net_node_t {
     int64_t last_sweep_ms;
     send_buf_t *pool[SEND_POOL_MAX];
     int npool;
+    float *spare[RECV_SPARE_MAX]; // tensors handed back by net_node_recycle, for the next transfers
+    size_t spare_n[RECV_SPARE_MAX];
 };
 
 static int64_t s_now_ms(void) {
@@ -437,7 +440,10 @@ static void s_on_chunk(net_node_t *n, peer_t *p, const net_hdr_t *h, zmq_msg_t *
             s_drop(n, p, NET_DROP_INFLIGHT, "%u transfers already incomplete", p->nrx);
             return;
         }
-        if (!(rx = net_xfer_rx_new(&ch))) {
+        float *buf = NULL; // a recycled tensor of the same size: its pages are already faulted in
+        for (int i = 0; i < RECV_SPARE_MAX && !buf; i++)
+            if (n->spare[i] && n->spare_n[i] == ch.total) buf = n->spare[i], n->spare[i] = NULL;
+        if (!(rx = net_xfer_rx_new(&ch, buf))) {
             s_drop(n, p, NET_DROP_TOO_LARGE, "cannot allocate %llu bytes", (unsigned long long)ch.encoded_total);
             return;
         }
@@ -881,6 +887,7 @@ void net_node_destroy(net_node_t **self_p) {
         free(n->pool[i]->data);
         free(n->pool[i]);
     }
+    for (int i = 0; i < RECV_SPARE_MAX; i++) free(n->spare[i]);
     net_identity_wipe(&n->o.identity);
     free(n);
     *self_p = NULL;
@@ -1087,6 +1094,18 @@ int net_node_poll(net_node_t *n, net_event_t *ev, int timeout_ms) {
         if (s_service(n, (int)(left > 100 ? 100 : left), NULL) < 0) return -1;
         if (timeout_ms == 0 && !n->ev_head) return 0;
     }
+}
+
+void net_node_recycle(net_node_t *n, float *data, size_t count) {
+    if (!data) return;
+    int slot = 0;
+    while (slot < RECV_SPARE_MAX && n->spare[slot]) slot++;
+    if (slot == RECV_SPARE_MAX) { // full: the newest replaces the one in slot 0
+        slot = 0;
+        free(n->spare[0]);
+    }
+    n->spare[slot] = data;
+    n->spare_n[slot] = count;
 }
 
 void net_node_set_round_floor(net_node_t *n, uint64_t round) { n->round_floor = round; }

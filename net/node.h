@@ -142,6 +142,12 @@ int net_node_send_tensor(net_node_t *n, const uint8_t peer[32], uint32_t quantit
 // Returns 1 with *ev filled (release with net_event_clear), 0 on timeout, -1 on a fatal socket error.
 int net_node_poll(net_node_t *n, net_event_t *ev, int timeout_ms);
 
+// Hands a delivered tensor (ev.data, ev.n; steal it from the event first) back instead of freeing
+// it: the next received tensor of the same size is decoded into it, whose pages are already
+// faulted in — a fresh 256 MiB destination costs 65536 page faults and the kernel zeroing it. The
+// node keeps at most 4 and frees them at destroy. Optional: free() is always fine too.
+void net_node_recycle(net_node_t *n, float *data, size_t count);
+
 // Messages of round-scoped types (CHUNK, USER) older than this round are dropped as stale.
 void net_node_set_round_floor(net_node_t *n, uint64_t round);
 

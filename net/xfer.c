@@ -190,9 +190,12 @@ long net_xfer_tx_next(net_xfer_tx_t *tx, uint8_t *out, uint8_t hdr[NET_CHUNK_HDR
 
 // --- receiving ---------------------------------------------------------------------------------
 
-net_xfer_rx_t *net_xfer_rx_new(const net_chunk_hdr_t *h) {
+net_xfer_rx_t *net_xfer_rx_new(const net_chunk_hdr_t *h, float *buf) {
     net_xfer_rx_t *rx = calloc(1, sizeof *rx);
-    if (!rx) return NULL;
+    if (!rx) {
+        free(buf);
+        return NULL;
+    }
     rx->h = *h;
     memset(rx->h.digest, 0, 32);
     memset(rx->h.xfer_digest, 0, 32);
@@ -200,7 +203,9 @@ net_xfer_rx_t *net_xfer_rx_new(const net_chunk_hdr_t *h) {
     // Large tensors are 2 MiB-aligned and advised as huge pages: one fault per 2 MiB instead of 512
     // as chunks land. Either way pages a hostile sender never fills are never touched.
     size_t bytes = (size_t)h->total * sizeof(float);
-    if (bytes >= (8u << 20)) {
+    if (buf) {
+        rx->out = buf;
+    } else if (bytes >= (8u << 20)) {
         void *p = NULL;
         if (posix_memalign(&p, 2u << 20, bytes) == 0) {
 #ifdef MADV_HUGEPAGE

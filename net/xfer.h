@@ -85,8 +85,10 @@ typedef struct {
     int64_t last_ms;       // for abandoning stalled transfers (set by the caller)
 } net_xfer_rx_t;
 
-// Starts reassembly from a checked header (net_chunk_hdr_decode). NULL on out of memory.
-net_xfer_rx_t *net_xfer_rx_new(const net_chunk_hdr_t *h);
+// Starts reassembly from a checked header (net_chunk_hdr_decode). buf: a destination of exactly
+// h->total floats to decode into (taken over: freed with the reassembler unless delivered), or NULL
+// to allocate one. NULL on out of memory.
+net_xfer_rx_t *net_xfer_rx_new(const net_chunk_hdr_t *h, float *buf);
 void net_xfer_rx_destroy(net_xfer_rx_t **self_p);
 // Adds one chunk (header already checked): verifies its digest and decodes it into rx->out.
 // Returns NET_DROP_NONE, NET_DROP_CHUNK_RANGE if the header disagrees with the transfer's, or

@@ -3,11 +3,13 @@
 //   build/<dir>/tests/bench/bench_net [MiB=256] [repeats=3]
 //   env: BENCH_NODE_ONLY=1 (only the two net_node arms), BENCH_DEBUG=1 (per net_node run: when the
 //        sender returned, when the receiver had the verified tensor, CPU seconds of each side),
-//        BENCH_IO_THREADS=N (libzmq I/O threads per net_node; default 2)
+//        BENCH_IO_THREADS=N (libzmq I/O threads per net_node; default 2), BENCH_HWM=N (messages;
+//        default 16), BENCH_CHUNK_KIB=N (chunk size; default 4096)
 //
 // Loopback throughput of one tensor (fp32 codec, 4 MiB chunks) between two processes:
 //   curve  net_node with CURVE (what peers use): streamed encode+SHA-256 per chunk, receiver
-//          hashes and decodes each chunk on arrival, verified before delivery
+//          hashes and decodes each chunk on arrival, verified before delivery; each run sends
+//          twice between the same nodes: cold (fresh buffers) and warm (reused, net_node_recycle)
 //   plain  net_node with CURVE off (benchmark-only option)
 //   tcp    a raw TCP socket, send/recv of the same bytes
 //   raw libzmq CURVE / plain: a PUSH/PULL pair, 4 MiB messages sent zero-copy, no loco framing,
@@ -64,19 +66,26 @@ static void s_opts(net_opts_t *o, uint8_t seed, int plaintext) {
     o->plaintext = plaintext;
     o->limits.max_tensor = 8ull << 30;
     if (getenv("BENCH_IO_THREADS")) o->io_threads = atoi(getenv("BENCH_IO_THREADS"));
+    if (getenv("BENCH_HWM")) o->hwm = atoi(getenv("BENCH_HWM"));
+    if (getenv("BENCH_CHUNK_KIB")) o->chunk_bytes = (size_t)atoi(getenv("BENCH_CHUNK_KIB")) << 10;
 }
 
-// One net_node transfer of n floats; returns MB/s of fp32 payload (receiver-verified), or -1.
 static double s_cpu(int who) {
     struct rusage ru;
     getrusage(who, &ru);
     return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
 }
 
-static double s_node_arm(const float *x, size_t n, int plaintext) {
+// Two net_node transfers of n floats in a row between the same two nodes: the first cold (fresh
+// processes: send buffers and the destination fault their pages in), the second warm (send buffers
+// reused, the first tensor handed back with net_node_recycle), as in a training loop that sends
+// the same tensor every round. Each MB/s is of fp32 payload until the receiver holds the verified
+// tensor; -1 on failure.
+static void s_node_arm(const float *x, size_t n, int plaintext, double *cold, double *warm) {
     double cs0 = s_cpu(RUSAGE_SELF), cc0 = s_cpu(RUSAGE_CHILDREN);
+    *cold = *warm = -1;
     int fd[2];
-    if (pipe(fd) != 0) return -1;
+    if (pipe(fd) != 0) return;
     pid_t pid = fork();
     if (pid == 0) { // receiver
         net_opts_t o;
@@ -87,23 +96,24 @@ static double s_node_arm(const float *x, size_t n, int plaintext) {
         if (!nd) _exit(1);
         net_node_address(nd, addr, sizeof addr);
         if (write(fd[1], addr, sizeof addr) != sizeof addr) _exit(1);
-        for (int k = 0; k < 600; k++) {
+        for (int k = 0, got = 0; k < 1200 && got < 2; k++) {
             net_event_t ev;
             if (net_node_poll(nd, &ev, 100) == 1) {
-                int done = ev.kind == NET_EV_TENSOR;
-                if (done) {
+                if (ev.kind == NET_EV_TENSOR) {
                     double t = s_now();
                     if (write(fd[1], &t, sizeof t) != sizeof t) _exit(1);
+                    net_node_recycle(nd, ev.data, ev.n);
+                    ev.data = NULL;
+                    got++;
                 }
                 net_event_clear(&ev);
-                if (done) break;
             }
         }
         net_node_destroy(&nd);
         _exit(0);
     }
     char addr[400];
-    if (read(fd[0], addr, sizeof addr) != sizeof addr) return -1;
+    if (read(fd[0], addr, sizeof addr) != sizeof addr) return;
     net_opts_t o;
     s_opts(&o, 2, plaintext);
     char err[256];
@@ -113,28 +123,37 @@ static double s_node_arm(const float *x, size_t n, int plaintext) {
     net_peer_addr_parse(addr, pid_id, ep, sizeof ep, err, sizeof err);
     if (net_node_connect(nd, addr, err, sizeof err) != 0 || net_node_handshake(nd, pid_id, 5000, err, sizeof err) != 0) {
         fprintf(stderr, "bench: %s\n", err);
-        return -1;
+        return;
     }
-    double t0 = s_now();
-    if (net_node_send_tensor(nd, pid_id, 1, 0, CODEC_FP32, x, n, NULL, 120000, err, sizeof err) != 0)
-        fprintf(stderr, "bench: %s\n", err);
-    double ts = s_now();
-    // Keep servicing (the receiver needs nothing from us, but our queue must drain).
-    double t1 = 0;
-    for (int k = 0; k < 1200 && t1 == 0; k++) {
-        net_event_t ev;
-        if (net_node_poll(nd, &ev, 50) == 1) net_event_clear(&ev);
-        struct timeval tv = {0, 0};
-        fd_set rs;
-        FD_ZERO(&rs);
-        FD_SET(fd[0], &rs);
-        if (select(fd[0] + 1, &rs, NULL, NULL, &tv) == 1 && read(fd[0], &t1, sizeof t1) != sizeof t1) t1 = -1;
+    double rate[2] = {-1, -1};
+    for (int round = 0; round < 2; round++) {
+        double t0 = s_now();
+        if (net_node_send_tensor(nd, pid_id, 1, (uint64_t)round, CODEC_FP32, x, n, NULL, 120000, err, sizeof err) != 0)
+            fprintf(stderr, "bench: %s\n", err);
+        double ts = s_now();
+        // Keep servicing (the receiver needs nothing from us, but our queue must drain).
+        double t1 = 0;
+        for (int k = 0; k < 1200 && t1 == 0; k++) {
+            net_event_t ev;
+            if (net_node_poll(nd, &ev, 1) == 1) net_event_clear(&ev);
+            struct timeval tv = {0, 0};
+            fd_set rs;
+            FD_ZERO(&rs);
+            FD_SET(fd[0], &rs);
+            if (select(fd[0] + 1, &rs, NULL, NULL, &tv) == 1 && read(fd[0], &t1, sizeof t1) != sizeof t1) t1 = -1;
+        }
+        if (t1 > t0) rate[round] = n * 4.0 / (t1 - t0) / 1e6;
+        if (getenv("BENCH_DEBUG"))
+            fprintf(stderr, "node arm plaintext=%d %s: send returned %.3f s, received %.3f s\n", plaintext,
+                    round ? "warm" : "cold", ts - t0, t1 - t0);
     }
     waitpid(pid, NULL, 0);
     net_node_destroy(&nd);
     close(fd[0]), close(fd[1]);
-    if (getenv("BENCH_DEBUG")) fprintf(stderr, "node arm plaintext=%d: send returned %.3f s, received %.3f s; cpu sender %.3f s receiver %.3f s (whole arm, setup included)\n", plaintext, ts - t0, t1 - t0, s_cpu(RUSAGE_SELF) - cs0, s_cpu(RUSAGE_CHILDREN) - cc0);
-    return t1 > t0 ? n * 4.0 / (t1 - t0) / 1e6 : -1;
+    if (getenv("BENCH_DEBUG"))
+        fprintf(stderr, "node arm plaintext=%d: cpu sender %.3f s receiver %.3f s (both transfers, setup included)\n",
+                plaintext, s_cpu(RUSAGE_SELF) - cs0, s_cpu(RUSAGE_CHILDREN) - cc0);
+    *cold = rate[0], *warm = rate[1];
 }
 
 static double s_tcp_arm(const float *x, size_t n) {
@@ -289,10 +308,10 @@ int main(int argc, char **argv) {
     rng_seed(&r, 1);
     for (size_t i = 0; i < n; i++) x[i] = 0.01f * rng_normal(&r);
     printf("bench_net: %zu MiB fp32 tensor, 4 MiB chunks, loopback, median of %d\n", mib, reps);
-    double v[8][15] = {{0}};
+    double v[8][15] = {{0}}, w[2][15] = {{0}};
     for (int k = 0; k < reps; k++) {
-        v[0][k] = s_node_arm(x, n, 0);
-        v[1][k] = s_node_arm(x, n, 1);
+        s_node_arm(x, n, 0, &v[0][k], &w[0][k]);
+        s_node_arm(x, n, 1, &v[1][k], &w[1][k]);
         if (getenv("BENCH_NODE_ONLY")) continue; // profiling: the two net_node arms alone
         v[2][k] = s_tcp_arm(x, n);
         v[3][k] = s_box_arm(x, n, 0);
@@ -302,17 +321,20 @@ int main(int argc, char **argv) {
         v[5][k] = s_zmq_arm(x, n, 0, 1, 1);
     }
     double curve = s_median(v[0], reps), plain = s_median(v[1], reps), tcp = s_median(v[2], reps),
-           box = s_median(v[3], reps), zc = s_median(v[4], reps), zp = s_median(v[5], reps);
-    printf("  net_node CURVE       %8.0f MB/s\n", curve);
-    printf("  net_node plaintext   %8.0f MB/s   CURVE/plain %.2f\n", plain, curve / plain);
-    printf("  raw TCP              %8.0f MB/s   CURVE/TCP   %.2f  plain/TCP %.2f\n", tcp, curve / tcp, plain / tcp);
-    printf("  crypto_box enc+dec   %8.0f MB/s   CURVE/box   %.2f  (target >= 0.80)\n", box, curve / box);
-    double boxsha = s_median(v[7], reps);
-    printf("  box + 2x SHA-256     %8.0f MB/s   CURVE/(box+sha) %.2f  (the cipher plus the digest both ends must compute)\n",
-           boxsha, curve / boxsha);
-    printf("  raw libzmq CURVE     %8.0f MB/s   zmqCURVE/box %.2f  CURVE/zmqCURVE %.2f\n", zc, zc / box, curve / zc);
+           box = s_median(v[3], reps), zc = s_median(v[4], reps), zp = s_median(v[5], reps),
+           boxsha = s_median(v[7], reps), wcurve = s_median(w[0], reps), wplain = s_median(w[1], reps);
+    printf("  (cold: first transfer between fresh nodes; warm: the next one, buffers reused)\n");
+    printf("  net_node CURVE       %8.0f MB/s cold  %8.0f MB/s warm\n", curve, wcurve);
+    printf("  net_node plaintext   %8.0f MB/s cold  %8.0f MB/s warm   CURVE/plain %.2f cold %.2f warm\n", plain,
+           wplain, curve / plain, wcurve / wplain);
+    printf("  raw TCP              %8.0f MB/s   CURVE/TCP %.2f  plain/TCP %.2f (warm)\n", tcp, wcurve / tcp, wplain / tcp);
+    printf("  crypto_box enc+dec   %8.0f MB/s   CURVE/box %.2f cold %.2f warm  (target >= 0.80)\n", box, curve / box,
+           wcurve / box);
+    printf("  box + 2x SHA-256     %8.0f MB/s   CURVE/(box+sha) %.2f warm  (the cipher plus the digest both ends "
+           "compute, one core)\n", boxsha, wcurve / boxsha);
+    printf("  raw libzmq CURVE     %8.0f MB/s   zmqCURVE/box %.2f  CURVE/zmqCURVE %.2f warm\n", zc, zc / box, wcurve / zc);
     printf("  raw libzmq CURVE x2  %8.0f MB/s   (2 connections, 2 I/O threads per process)\n", s_median(v[6], reps));
-    printf("  raw libzmq plain     %8.0f MB/s   plain/zmqplain %.2f\n", zp, plain / zp);
+    printf("  raw libzmq plain     %8.0f MB/s   plain/zmqplain %.2f warm\n", zp, wplain / zp);
 
     if (getenv("BENCH_NODE_ONLY")) return 0;
     // Codecs vs memcpy on the same data (chunks of 4 MiB encoded, as the transport does).

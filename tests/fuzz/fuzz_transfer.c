@@ -28,7 +28,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (rx[i] && rx[i]->h.xfer_id == h.xfer_id) slot = i;
             if (slot < 0)
                 for (int i = 0; i < 2 && slot < 0; i++)
-                    if (!rx[i] && (rx[i] = net_xfer_rx_new(&h))) slot = i;
+                    if (!rx[i] && (rx[i] = net_xfer_rx_new(&h, NULL))) slot = i;
             if (slot >= 0 && net_xfer_rx_add(rx[slot], &h, msg + hl, len - hl) == NET_DROP_NONE &&
                 net_xfer_rx_complete(rx[slot])) {
                 float *out = NULL;

@@ -528,6 +528,8 @@ Test(transfer, error_feedback_over_the_wire, .timeout = 60) {
     double *st = calloc(n, 8), *sd = calloc(n, 8);
     rng_t g;
     rng_seed(&g, 5);
+    float *recycled = NULL;
+    int reused = 0;
     for (int t = 0; t < 100; t++) {
         for (size_t i = 0; i < n; i++) d[i] = 0.01f * rng_normal(&g) + 0.001f, st[i] += d[i];
         cr_assert_eq(net_node_send_tensor(client, net_node_id(server), 7, (uint64_t)t, CODEC_INT8, d, n, res, 5000, why,
@@ -538,7 +540,13 @@ Test(transfer, error_feedback_over_the_wire, .timeout = 60) {
         cr_assert_eq(seen.last_tensor.n, n);
         cr_assert_eq(seen.last_tensor.round, (uint64_t)t);
         for (size_t i = 0; i < n; i++) sd[i] += seen.last_tensor.data[i];
+        // Hand the tensor back: the next round is decoded into the same memory.
+        reused += seen.last_tensor.data == recycled;
+        recycled = seen.last_tensor.data;
+        net_node_recycle(server, seen.last_tensor.data, seen.last_tensor.n);
+        seen.last_tensor.data = NULL;
     }
+    cr_assert_eq(reused, 99, "recycled tensors reused in %d of 99 rounds", reused);
     double worst = 0, rmax = 0;
     for (size_t i = 0; i < n; i++) {
         worst = fmax(worst, fabs(sd[i] - st[i]));

@@ -47,7 +47,7 @@ static net_drop_t s_receive(chunk_t *c, const uint32_t *order, uint32_t nch, flo
         net_chunk_hdr_t h;
         chunk_t *ck = &c[order[k]];
         cr_assert_eq(net_chunk_hdr_decode(&h, ck->hdr, NET_CHUNK_HDR_SIZE, ck->len, &s_lim), NET_DROP_NONE);
-        if (!rx) cr_assert_not_null(rx = net_xfer_rx_new(&h));
+        if (!rx) cr_assert_not_null(rx = net_xfer_rx_new(&h, NULL));
         cr_assert_eq(net_xfer_rx_add(rx, &h, ck->data, ck->len), NET_DROP_NONE);
         cr_assert_eq(net_xfer_rx_complete(rx), k + 1 == nch);
     }
