@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "optim/codec.h"
 
@@ -199,23 +198,11 @@ net_xfer_rx_t *net_xfer_rx_new(const net_chunk_hdr_t *h, float *buf) {
     rx->h = *h;
     memset(rx->h.digest, 0, 32);
     memset(rx->h.xfer_digest, 0, 32);
-    // Every value is written by a chunk's decode before the tensor can be delivered, so no zeroing.
-    // Large tensors are 2 MiB-aligned and advised as huge pages: one fault per 2 MiB instead of 512
-    // as chunks land. Either way pages a hostile sender never fills are never touched.
-    size_t bytes = (size_t)h->total * sizeof(float);
-    if (buf) {
-        rx->out = buf;
-    } else if (bytes >= (8u << 20)) {
-        void *p = NULL;
-        if (posix_memalign(&p, 2u << 20, bytes) == 0) {
-#ifdef MADV_HUGEPAGE
-            madvise(p, bytes, MADV_HUGEPAGE);
-#endif
-            rx->out = p;
-        }
-    } else {
-        rx->out = malloc(bytes);
-    }
+    // Every value is written by a chunk's decode before the tensor can be delivered, so no zeroing;
+    // pages a hostile sender never fills are never touched. (MADV_HUGEPAGE was tried: with memory
+    // fragmented, direct compaction for 2 MiB pages stalled cold transfers far more than the 4 KiB
+    // faults cost; net_node_recycle avoids the faults altogether.)
+    rx->out = buf ? buf : malloc((size_t)h->total * sizeof(float));
     rx->have = calloc(h->nchunks, 1);
     rx->digests = calloc(h->nchunks, 32);
     if (!rx->out || !rx->have || !rx->digests) net_xfer_rx_destroy(&rx);
