@@ -57,14 +57,15 @@ static int s_diff_one(const char *a, size_t alen, const char *b, size_t blen, in
             size_t klen = (size_t)(eq - (a + i)), avl = end - i - klen - 1, bvl = 0;
             const char *bv = s_lookup(b, blen, a + i, klen, &bvl);
             if (!bv) {
-                snprintf(out, outlen, "field '%.*s' missing on %s side", (int)(klen > 64 ? 64 : klen), a + i,
-                         a_is_ours ? "their" : "our");
+                snprintf(out, outlen, "%.*s: missing %s", (int)(klen > 64 ? 64 : klen), a + i,
+                         a_is_ours ? "there" : "here");
                 return 1;
             }
             if (bvl != avl || memcmp(bv, eq + 1, avl) != 0) {
                 const char *ov = a_is_ours ? eq + 1 : bv, *tv = a_is_ours ? bv : eq + 1;
                 size_t ol = a_is_ours ? avl : bvl, tl = a_is_ours ? bvl : avl;
-                snprintf(out, outlen, "field '%.*s' differs (ours %.*s, theirs %.*s)", (int)(klen > 64 ? 64 : klen),
+                // The form: "model.heads: 4 here, 6 there".
+                snprintf(out, outlen, "%.*s: %.*s here, %.*s there", (int)(klen > 64 ? 64 : klen),
                          a + i, (int)(ol > 64 ? 64 : ol), ov, (int)(tl > 64 ? 64 : tl), tv);
                 return 1;
             }

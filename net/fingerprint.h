@@ -23,8 +23,8 @@ size_t net_run_describe(const loco_config_t *c, char *out, size_t len);
 void net_run_fingerprint_desc(const char *desc, size_t len, uint8_t fp[32]);
 // net_run_describe + net_run_fingerprint_desc.
 void net_run_fingerprint(const loco_config_t *c, uint8_t fp[32]);
-// Compares two descriptions line by line; writes "field 'model.layers' differs (ours 4, theirs 6)"
-// or "field 'x' missing on one side" into out. Returns 0 if identical, 1 otherwise.
+// Compares two descriptions line by line; writes "model.layers: 4 here, 6 there" (here = ours) or
+// "x: missing there" into out. Returns 0 if identical, 1 otherwise.
 int net_run_diff(const char *ours, size_t olen, const char *theirs, size_t tlen, char *out, size_t outlen);
 
 // One-shot SHA-256 (OpenSSL EVP).

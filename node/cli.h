@@ -7,6 +7,7 @@
 
 int cmd_data(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_sample(int argc, char **argv);

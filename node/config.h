@@ -59,6 +59,13 @@ typedef struct {
     int64_t max_message, max_tensor;
     int max_inflight;
 
+    // membership (gossip/, node/run.c): [net] advertise/reachable/gossip_period_ms, [bootstrap], [node]
+    char net_advertise[256];        // endpoint others dial; "" = the bound endpoint
+    char net_reachable[8];          // auto | yes | no
+    int gossip_period_ms;           // SWIM protocol period
+    config_list_t seeds;            // [bootstrap] seed = ID@tcp://host:port (repeatable)
+    char peer_cache[CONFIG_PATH_MAX]; // last-known live peers, used when the seeds are down
+
     // Where each value came from, for error messages after loading.
     char source[CONFIG_PATH_MAX];
 } loco_config_t;

@@ -12,6 +12,7 @@ static const struct {
 } s_cmds[] = {
     {"data", cmd_data, "turn text into byte-level token shards"},
     {"train", cmd_train, "train a model on this machine alone"},
+    {"run", cmd_run, "run a peer: join the swarm, keep membership, train"},
     {"eval", cmd_eval, "validation loss of a checkpoint"},
     {"export", cmd_export, "write a checkpoint's weights as Hugging Face GPT-2 safetensors"},
     {"sample", cmd_sample, "generate text from a checkpoint"},

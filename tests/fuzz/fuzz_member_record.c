@@ -1,10 +1,9 @@
-// Fuzz target: signed membership records (gossip_record_decode), the run parameters of a first
-// contact (gossip_run_params_decode), and every gossip message type as the membership core
+// Fuzz target: signed membership records (gossip_record_decode) and every gossip message type as the membership core
 // receives it (gossip_members_receive), since each of those carries records.
 //
 // Input: any bytes. They are decoded as a record under the run fingerprint FP (the committed corpus
 // holds records signed for it, so the accepting path is reached) and under the fingerprint the
-// input itself names; as run parameters; and as the payload of each gossip message type, sent to
+// input itself names; and as the payload of each gossip message type, sent to
 // one long-lived view that already holds three signed members, from one of them. Accepted records
 // must satisfy the format's invariants; nothing may crash, leak or read out of bounds.
 #include <sodium.h>
@@ -15,7 +14,6 @@
 
 #include "gossip/members.h"
 #include "gossip/record.h"
-#include "gossip/runparams.h"
 #include "node/log.h"
 
 #define CHECK(cond)                                                                                          \
@@ -124,15 +122,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         st = gossip_record_decode(&r, data, size, data + 40, err, sizeof err);
         CHECK(st != GOSSIP_REC_WRONG_RUN);
         if (st == GOSSIP_REC_OK) s_check_record(&r);
-    }
-
-    gossip_run_params_t p;
-    if (gossip_run_params_decode(&p, data, size, err, sizeof err) == 0) {
-        CHECK(memchr(p.run_name, '\0', sizeof p.run_name) && memchr(p.codec, '\0', sizeof p.codec) &&
-              memchr(p.outer_algorithm, '\0', sizeof p.outer_algorithm));
-        uint8_t again[GOSSIP_RUNPARAMS_MAX];
-        size_t n = gossip_run_params_encode(&p, again, sizeof again);
-        CHECK(n == size && memcmp(again, data, size) == 0); // the format has one encoding per value
     }
 
     for (int type = GOSSIP_MSG_FIRST - 1; type <= GOSSIP_MSG_FIRST + GOSSIP_MSG_COUNT; type++) {

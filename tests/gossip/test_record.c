@@ -7,7 +7,6 @@
 
 #include "gossip/members.h"
 #include "gossip/record.h"
-#include "gossip/runparams.h"
 #include "node/log.h"
 #include "optim/outer.h"
 
@@ -139,55 +138,6 @@ Test(record, endpoint_syntax) {
         cr_assert(!gossip_endpoint_valid(badv[i], strlen(badv[i])), "%s", badv[i]);
 }
 
-static void s_params(gossip_run_params_t *p) {
-    memset(p, 0, sizeof *p);
-    p->protocol_version = 1;
-    snprintf(p->run_name, sizeof p->run_name, "fortunes-1");
-    p->layers = 4;
-    p->d_model = 256;
-    p->heads = 4;
-    p->seq_len = 256;
-    p->vocab = 256;
-    p->seed = 1234;
-    snprintf(p->outer_algorithm, sizeof p->outer_algorithm, "noloco");
-    p->H = 50;
-    snprintf(p->codec, sizeof p->codec, "int8");
-}
-
-Test(runparams, names_the_field_that_differs_on_both_sides) {
-    gossip_run_params_t a, b;
-    s_params(&a);
-    s_params(&b);
-    char msg[512];
-    cr_assert_eq(gossip_run_params_compare(&a, &b, msg, sizeof msg), 0);
-    cr_assert_str_eq(msg, "");
-    b.heads = 6;
-    cr_assert_eq(gossip_run_params_compare(&a, &b, msg, sizeof msg), 1);
-    cr_assert_str_eq(msg, "heads: 4 here, 6 there");
-    cr_assert_eq(gossip_run_params_compare(&b, &a, msg, sizeof msg), 1);
-    cr_assert_str_eq(msg, "heads: 6 here, 4 there");
-    b.protocol_version = 2;
-    snprintf(b.codec, sizeof b.codec, "fp32");
-    cr_assert_eq(gossip_run_params_compare(&a, &b, msg, sizeof msg), 3);
-    cr_assert_str_eq(msg, "protocol version: 1 here, 2 there; heads: 4 here, 6 there; codec: 'int8' here, 'fp32' there");
-    // A short buffer truncates but stays a string.
-    char tiny[10];
-    cr_assert_eq(gossip_run_params_compare(&a, &b, tiny, sizeof tiny), 3);
-    cr_assert_eq(strlen(tiny), sizeof tiny - 1);
-}
-
-Test(runparams, wire_round_trip_and_truncation) {
-    gossip_run_params_t a, d;
-    s_params(&a);
-    uint8_t buf[GOSSIP_RUNPARAMS_MAX];
-    size_t n = gossip_run_params_encode(&a, buf, sizeof buf);
-    cr_assert_gt(n, 0);
-    char err[256];
-    cr_assert_eq(gossip_run_params_decode(&d, buf, n, err, sizeof err), 0, "%s", err);
-    char msg[256];
-    cr_assert_eq(gossip_run_params_compare(&a, &d, msg, sizeof msg), 0, "%s", msg);
-    for (size_t len = 0; len < n; len++) cr_assert_eq(gossip_run_params_decode(&d, buf, len, err, sizeof err), -1);
-}
 
 Test(groups, no_group_holds_two_unreachable_members) {
     uint8_t fp[32];

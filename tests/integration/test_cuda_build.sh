@@ -11,15 +11,15 @@ if [ ! -x "$NVCC" ]; then
 fi
 out=build/ci-cuda
 make -s BUILD=$out CUDA=1 $out/loco $out/tests/model/test_gpu
-ldd $out/loco | grep -q libcublas || { echo "build/ci-cuda/loco does not link cuBLAS"; exit 1; }
+ldd $out/loco >"$out/ldd.txt"; grep -q libcublas "$out/ldd.txt" || { echo "build/ci-cuda/loco does not link cuBLAS"; exit 1; }
 # Without a GPU the GPU tests must report themselves skipped, not passed.
 log=$($out/tests/model/test_gpu --verbose 2>&1 || true)
 echo "$log" | tail -3
 if nvidia-smi >/dev/null 2>&1; then
     echo "a GPU is present: run tests/gpu/run.sh for the GPU checks"
 else
-    echo "$log" | grep -q '^\[SKIP\]' || { echo "GPU tests were not reported as skipped"; exit 1; }
-    ! echo "$log" | grep -q '^\[PASS\]' || { echo "GPU tests claimed to pass without a GPU"; exit 1; }
+    grep -q '^\[SKIP\]' <<<"$log" || { echo "GPU tests were not reported as skipped"; exit 1; }
+    ! grep -q '^\[PASS\]' <<<"$log" || { echo "GPU tests claimed to pass without a GPU"; exit 1; }
 fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 for i in $(seq 400); do echo "line $i of a small corpus for the cuda build check"; done >"$tmp/text.txt"

@@ -1,0 +1,505 @@
+#include "node/run.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gossip/members.h"
+#include "net/fingerprint.h"
+#include "net/identity.h"
+#include "net/node.h"
+#include "net/ticket.h"
+#include "node/log.h"
+#include "node/metrics.h"
+#include "node/train_loop.h"
+#include "node/trainer.h"
+
+// Message types of the run loop itself, after gossip's (32..39).
+enum { RUN_MSG_REACH_CHECK = 48, RUN_MSG_REACH_RESULT = 49 };
+
+#define RUN_MAX_MEMBERS 4096
+#define RUN_REACH_TABLE 64
+
+typedef struct {
+    loco_config_t cfg;
+    net_opts_t no;
+    net_node_t *net;
+    gossip_members_t *gm;
+    metrics_t mx;
+    uint8_t fp[32];
+    char self_hex[NET_ID_HEX];
+    volatile sig_atomic_t *stop;
+    atomic_int compute_done;
+    int reach_auto, reachable;        // reachable: what our record says
+    char advertise[256];
+    uint64_t reach_asked_ms;
+    uint8_t seed_ids[CONFIG_LIST_MAX][32];
+    int seed_refused[CONFIG_LIST_MAX];
+    int n_seeds;
+    int refused_out;                  // every seed refused us: stop
+    struct { uint8_t id[32]; uint64_t ms; } served[RUN_REACH_TABLE];
+    int cache_dirty;
+    uint64_t cache_saved_ms;
+    uint8_t (*dialed)[32];            // ids we opened a connection to
+    int n_dialed;
+    gossip_member_info_t *info;       // scratch for member listings
+} run_t;
+
+static uint64_t s_mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t s_unix_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void s_short(const uint8_t id[32], char out[17]) {
+    char hex[NET_ID_HEX];
+    net_id_to_hex(id, hex);
+    memcpy(out, hex, 16);
+    out[16] = '\0';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Peer cache
+
+int run_cache_load(const char *path, uint8_t (*ids)[32], char (*eps)[256], int cap) {
+    FILE *f = fopen(path, "r");
+    if (!f) return errno == ENOENT ? 0 : -1;
+    char line[512], err[200];
+    int n = 0;
+    while (n < cap && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!line[0] || line[0] == '#') continue;
+        if (net_peer_addr_parse(line, ids[n], eps[n], 256, err, sizeof err) != 0) {
+            log_warn("run", "%s: skipping bad entry '%.80s': %s", path, line, err);
+            continue;
+        }
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+int run_cache_save(const char *path, const uint8_t (*ids)[32], char (*eps)[256], int n) {
+    char tmp[CONFIG_PATH_MAX + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return -1;
+    int ok = fprintf(f, "# loco peer cache: last-known live peers, rewritten as membership changes\n") > 0;
+    for (int i = 0; ok && i < n; i++) {
+        char hex[NET_ID_HEX];
+        net_id_to_hex(ids[i], hex);
+        ok = fprintf(f, "%s@%s\n", hex, eps[i]) > 0;
+    }
+    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    if (fclose(f) != 0) ok = 0;
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+static void s_cache_write(run_t *r) {
+    if (!r->cfg.peer_cache[0]) return;
+    size_t n = gossip_members_live(r->gm, r->info, RUN_MAX_MEMBERS);
+    static uint8_t ids[RUN_MAX_MEMBERS][32];
+    static char eps[RUN_MAX_MEMBERS][256];
+    int k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (r->info[i].is_self) continue;
+        const char *ep = gossip_members_endpoint(r->gm, r->info[i].id);
+        if (!ep) continue; // unreachable members cannot be dialed from a cache
+        memcpy(ids[k], r->info[i].id, 32);
+        snprintf(eps[k], 256, "%s", ep);
+        k++;
+    }
+    // Keep the last non-empty list: after everyone left (or we did), the old entries are still the best
+    // guess of whom to call at the next start.
+    if (k == 0) return;
+    if (run_cache_save(r->cfg.peer_cache, (const uint8_t (*)[32])ids, eps, k) != 0)
+        log_warn("run", "%s: cannot write the peer cache: %s", r->cfg.peer_cache, strerror(errno));
+    r->cache_dirty = 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending what the membership view queued
+
+static int s_dialed(run_t *r, const uint8_t id[32]) {
+    for (int i = 0; i < r->n_dialed; i++)
+        if (!memcmp(r->dialed[i], id, 32)) return 1;
+    return 0;
+}
+
+static int s_send(run_t *r, const uint8_t to[32], int type, const void *payload, size_t len) {
+    char err[300];
+    if (net_node_send(r->net, to, (uint16_t)type, 0, payload, len, 50, err, sizeof err) == 0) return 0;
+    // Not connected yet (or the connection is gone): dial the endpoint of its signed record.
+    const char *ep = gossip_members_endpoint(r->gm, to);
+    if (!ep || s_dialed(r, to)) {
+        log_debug("run", "cannot send %s: %s", gossip_msg_name(type), err);
+        return -1;
+    }
+    char addr[NET_ID_HEX + 260], hex[NET_ID_HEX];
+    net_id_to_hex(to, hex);
+    snprintf(addr, sizeof addr, "%s@%s", hex, ep);
+    if (net_node_connect(r->net, addr, err, sizeof err) != 0) {
+        log_warn("run", "cannot dial %.16s at %s: %s", hex, ep, err);
+        return -1;
+    }
+    if (r->n_dialed < RUN_MAX_MEMBERS) memcpy(r->dialed[r->n_dialed++], to, 32);
+    return net_node_send(r->net, to, (uint16_t)type, 0, payload, len, 50, err, sizeof err);
+}
+
+static void s_flush_outbox(run_t *r) {
+    gossip_msg_t m;
+    while (gossip_members_pop(r->gm, &m)) {
+        s_send(r, m.to, m.type, m.payload, m.len);
+        gossip_msg_release(&m);
+    }
+}
+
+static void s_drain_events(run_t *r) {
+    gossip_event_t ev;
+    while (gossip_members_pop_event(r->gm, &ev)) {
+        size_t live = gossip_members_live(r->gm, r->info, RUN_MAX_MEMBERS);
+        char who[17], from[17];
+        s_short(ev.id, who);
+        s_short(ev.from, from);
+        log_info("members", "%s %s (incarnation %llu, via %s); %zu live", gossip_event_name(ev.kind), who,
+                 (unsigned long long)ev.incarnation, from, live);
+        metrics_write(&r->mx, "member", 0, "\"event\":\"%s\",\"member\":\"%s\",\"incarnation\":%llu,\"live\":%zu",
+                      gossip_event_name(ev.kind), who, (unsigned long long)ev.incarnation, live);
+        r->cache_dirty = 1;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reachability: a seed is asked to open a TCP connection to our advertised endpoint.
+
+// Non-blocking TCP connect to tcp://host:port within timeout_ms. 1 reachable, 0 not.
+static int s_tcp_reachable(const char *endpoint, int timeout_ms) {
+    char host[256];
+    const char *p = strncmp(endpoint, "tcp://", 6) == 0 ? endpoint + 6 : NULL;
+    const char *colon = p ? strrchr(p, ':') : NULL;
+    if (!colon || (size_t)(colon - p) >= sizeof host) return 0;
+    memcpy(host, p, (size_t)(colon - p));
+    host[colon - p] = '\0';
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    if (getaddrinfo(host, colon + 1, &hints, &ai) != 0 || !ai) return 0;
+    int ok = 0;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+        if (rc == 0) ok = 1;
+        else if (errno == EINPROGRESS) {
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            if (poll(&pfd, 1, timeout_ms) == 1) {
+                int e = 0;
+                socklen_t el = sizeof e;
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el);
+                ok = e == 0;
+            }
+        }
+        close(fd);
+    }
+    freeaddrinfo(ai);
+    return ok;
+}
+
+static void s_serve_reach_check(run_t *r, const uint8_t from[32], const uint8_t *payload, size_t len, uint64_t now) {
+    // At most one check per peer every 30 s: a peer must not turn us into a port scanner.
+    int slot = -1, oldest = 0;
+    for (int i = 0; i < RUN_REACH_TABLE; i++) {
+        if (!memcmp(r->served[i].id, from, 32)) { slot = i; break; }
+        if (r->served[i].ms < r->served[oldest].ms) oldest = i;
+    }
+    if (slot >= 0 && now - r->served[slot].ms < 30000) return;
+    if (slot < 0) slot = oldest;
+    memcpy(r->served[slot].id, from, 32);
+    r->served[slot].ms = now;
+    char ep[256];
+    if (len == 0 || len >= sizeof ep) return;
+    memcpy(ep, payload, len);
+    ep[len] = '\0';
+    uint8_t ans = (uint8_t)s_tcp_reachable(ep, 1000);
+    char who[17];
+    s_short(from, who);
+    log_info("run", "dial-back to %s at %s: %s", who, ep, ans ? "reachable" : "not reachable");
+    s_send(r, from, RUN_MSG_REACH_RESULT, &ans, 1);
+}
+
+static void s_set_reachable(run_t *r, int yes, uint64_t now) {
+    r->reach_auto = 0;
+    if (yes == r->reachable) return;
+    r->reachable = yes;
+    gossip_caps_t caps = {0};
+    snprintf(caps.device, sizeof caps.device, "%s", r->cfg.device);
+    caps.reachable = yes;
+    char err[200];
+    if (gossip_members_update_caps(r->gm, &caps, now, err, sizeof err) != 0)
+        log_warn("run", "cannot update our record: %s", err);
+    log_info("run", "reachable = %s (learned by dial-back)", yes ? "yes" : "no");
+}
+
+// ---------------------------------------------------------------------------------------------
+
+// A peer refused us (another run, not admitted, denied). When every seed has, nothing will change
+// by waiting: the node stops with the reason logged above (a config error to fix, not a network fault).
+static void s_on_refused(run_t *r, const uint8_t peer[32]) {
+    int all = r->n_seeds > 0;
+    for (int i = 0; i < r->n_seeds; i++) {
+        if (!memcmp(r->seed_ids[i], peer, 32)) r->seed_refused[i] = 1;
+        all = all && r->seed_refused[i];
+    }
+    if (all && gossip_members_live(r->gm, r->info, RUN_MAX_MEMBERS) <= 1) {
+        log_error("run", "every seed refused this peer: stopping (fix the config and start again)");
+        r->refused_out = 1;
+    }
+}
+
+static void s_on_event(run_t *r, net_event_t *ev, uint64_t now) {
+    char who[17];
+    s_short(ev->peer, who);
+    switch (ev->kind) {
+    case NET_EV_MESSAGE:
+        if (ev->type >= GOSSIP_MSG_FIRST && ev->type < GOSSIP_MSG_FIRST + GOSSIP_MSG_COUNT) {
+            gossip_members_receive(r->gm, now, ev->peer, ev->type, ev->payload, ev->len);
+        } else if (ev->type == RUN_MSG_REACH_CHECK) {
+            s_serve_reach_check(r, ev->peer, ev->payload, ev->len, now);
+        } else if (ev->type == RUN_MSG_REACH_RESULT && ev->len == 1 && r->reach_auto) {
+            s_set_reachable(r, ev->payload[0] == 1, now);
+        } else {
+            log_debug("run", "ignoring message type %u from %s", ev->type, who);
+        }
+        break;
+    case NET_EV_WELCOME:
+        log_info("run", "connected to %s", who);
+        // The first seed that welcomes us checks our reachability.
+        if (r->reach_auto && !r->reach_asked_ms) {
+            for (int i = 0; i < r->n_seeds; i++) {
+                if (memcmp(r->seed_ids[i], ev->peer, 32) != 0) continue;
+                s_send(r, ev->peer, RUN_MSG_REACH_CHECK, r->advertise, strlen(r->advertise));
+                r->reach_asked_ms = now;
+            }
+        }
+        break;
+    case NET_EV_REFUSED:
+        log_error("run", "refused by %s, which says: %s", who, ev->text);
+        s_on_refused(r, ev->peer);
+        break;
+    default:
+        break;
+    }
+}
+
+static void *s_compute(void *arg) {
+    run_t *r = arg;
+    char err[1536];
+    loco_config_t cfg = r->cfg;
+    uint64_t stream = (uint64_t)cfg.data_stream;
+    if (cfg.data_stream < 0) { // each peer draws its own stream, derived from its id
+        stream = 0;
+        for (int i = 0; i < 8; i++) stream |= (uint64_t)r->no.identity.pk[i] << (8 * i);
+    }
+    trainer_t *t = trainer_new(&cfg, TRAINER_TRAIN_DATA | TRAINER_VAL_DATA | TRAINER_VAL_OPTIONAL, stream, err, sizeof err);
+    int rc = 1, resumed = 0;
+    if (!t) {
+        log_error("train", "%s", err);
+    } else if (train_resume(t, &resumed, err, sizeof err) != 0) {
+        log_error("train", "%s", err);
+    } else {
+        log_info("train", "%s: %zu parameters, data stream %llu", resumed ? "resumed" : "starting",
+                 t->model->num_params, (unsigned long long)stream);
+        rc = train_loop(t, &r->mx, r->stop);
+    }
+    trainer_destroy(&t);
+    atomic_store(&r->compute_done, rc ? 2 : 1);
+    return NULL;
+}
+
+static int s_setup(run_t *r, const loco_config_t *cfg, char *err, size_t errlen) {
+    r->cfg = *cfg;
+    if (net_opts_from_config(&r->no, cfg, err, errlen) != 0) return -1;
+    int reach_no = !strcmp(cfg->net_reachable, "no");
+    if (reach_no) r->no.listen[0] = '\0'; // behind NAT: dial out only
+    r->net = net_node_new(&r->no, err, errlen);
+    if (!r->net) return -1;
+    net_id_to_hex(r->no.identity.pk, r->self_hex);
+    net_run_fingerprint(cfg, r->fp);
+
+    // What others should dial: [net] advertise, else the bound endpoint (0.0.0.0 → 127.0.0.1).
+    const char *bound = net_node_endpoint(r->net);
+    if (cfg->net_advertise[0]) {
+        snprintf(r->advertise, sizeof r->advertise, "%s", cfg->net_advertise);
+    } else if (bound[0]) {
+        const char *any = strstr(bound, "0.0.0.0");
+        if (any) {
+            snprintf(r->advertise, sizeof r->advertise, "%.*s127.0.0.1%s", (int)(any - bound), bound, any + 7);
+            log_warn("run", "[net] advertise is not set: other peers will be told %s (this machine only)", r->advertise);
+        } else {
+            snprintf(r->advertise, sizeof r->advertise, "%s", bound);
+        }
+    }
+
+    for (int i = 0; i < cfg->seeds.n; i++) {
+        char ep[256];
+        if (net_peer_addr_parse(cfg->seeds.item[i], r->seed_ids[r->n_seeds], ep, sizeof ep, err, errlen) != 0) {
+            char why[300];
+            snprintf(why, sizeof why, "%.290s", err);
+            snprintf(err, errlen, "[bootstrap] seed = %s: %s", cfg->seeds.item[i], why);
+            return -1;
+        }
+        if (!memcmp(r->seed_ids[r->n_seeds], r->no.identity.pk, 32)) continue; // ourselves
+        r->n_seeds++;
+    }
+    // auto: reachable only once a seed has dialed us back; with no seed to ask, a listener counts.
+    r->reach_auto = !strcmp(cfg->net_reachable, "auto") && r->n_seeds > 0 && r->advertise[0];
+    r->reachable = !reach_no && r->advertise[0] && !r->reach_auto;
+
+    gossip_config_t gc;
+    gossip_config_default(&gc);
+    gc.period_ms = (uint32_t)cfg->gossip_period_ms;
+    if (gc.ack_timeout_ms > gc.period_ms / 2) gc.ack_timeout_ms = gc.period_ms / 2;
+    if (gc.ack_timeout_min_ms > gc.ack_timeout_ms) gc.ack_timeout_min_ms = gc.ack_timeout_ms;
+    if (gc.gossip_interval_ms > gc.period_ms) gc.gossip_interval_ms = gc.period_ms;
+    if (gc.sync_interval_ms > 10 * gc.period_ms) gc.sync_interval_ms = 10 * gc.period_ms;
+    if (gc.join_retry_ms > 2 * gc.period_ms) gc.join_retry_ms = 2 * gc.period_ms;
+    for (int i = 0; i < 8; i++) gc.seed |= (uint64_t)r->no.identity.pk[i] << (8 * i);
+    gc.seed ^= s_unix_ms();
+
+    gossip_record_t self;
+    memset(&self, 0, sizeof self);
+    memcpy(self.run_fp, r->fp, 32);
+    self.incarnation = s_unix_ms(); // a restarted peer always comes back above its last incarnation
+    self.time_ms = s_unix_ms();
+    snprintf(self.caps.device, sizeof self.caps.device, "%s", cfg->device);
+    self.caps.reachable = r->reachable;
+    if (r->advertise[0] && !reach_no) {
+        self.n_endpoints = 1;
+        snprintf(self.endpoints[0], sizeof self.endpoints[0], "%.200s", r->advertise);
+    }
+    if (r->no.has_ticket) {
+        self.ticket_len = NET_TICKET_BYTES;
+        memcpy(self.ticket, r->no.ticket, NET_TICKET_BYTES);
+    }
+    r->gm = gossip_members_new(&gc, r->no.identity.sk, &self, s_mono_ms(), err, errlen);
+    if (!r->gm) return -1;
+
+    for (int i = 0; i < cfg->seeds.n; i++) {
+        uint8_t id[32];
+        char ep[256], e2[200];
+        net_peer_addr_parse(cfg->seeds.item[i], id, ep, sizeof ep, e2, sizeof e2);
+        if (memcmp(id, r->no.identity.pk, 32) != 0) gossip_members_add_contact(r->gm, id, ep);
+    }
+    static uint8_t cids[256][32];
+    static char ceps[256][256];
+    int nc = cfg->peer_cache[0] ? run_cache_load(cfg->peer_cache, cids, ceps, 256) : 0;
+    if (nc < 0) log_warn("run", "%s: cannot read the peer cache: %s", cfg->peer_cache, strerror(errno));
+    for (int i = 0; i < nc; i++)
+        if (memcmp(cids[i], r->no.identity.pk, 32) != 0) gossip_members_add_contact(r->gm, cids[i], ceps[i]);
+    if (nc > 0) log_info("run", "%d peers from the cache %s", nc, cfg->peer_cache);
+
+    r->info = calloc(RUN_MAX_MEMBERS, sizeof *r->info);
+    r->dialed = calloc(RUN_MAX_MEMBERS, 32);
+    if (!r->info || !r->dialed) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    char prefix[17];
+    memcpy(prefix, r->self_hex, 16);
+    prefix[16] = '\0';
+    if (metrics_open(&r->mx, cfg->metrics, prefix, err, errlen) != 0) return -1;
+    char addr[NET_ID_HEX + 260];
+    snprintf(addr, sizeof addr, "%s@%s", r->self_hex, r->advertise[0] ? r->advertise : "(no listener)");
+    log_info("run", "peer %s, run '%s', reachable %s, %d seed(s)", addr, cfg->run_name,
+             r->reach_auto ? "auto (asking a seed)" : r->reachable ? "yes" : "no", r->n_seeds);
+    return 0;
+}
+
+static void s_pump(run_t *r, int max_wait_ms) {
+    uint64_t now = s_mono_ms();
+    uint64_t wake = gossip_members_next_wakeup(r->gm);
+    // next_wakeup may be UINT64_MAX (nothing scheduled, e.g. after leaving): compare before narrowing.
+    int timeout = wake <= now ? 0 : wake - now > (uint64_t)max_wait_ms ? max_wait_ms : (int)(wake - now);
+    net_event_t ev;
+    memset(&ev, 0, sizeof ev);
+    int rc = net_node_poll(r->net, &ev, timeout);
+    now = s_mono_ms();
+    if (rc == 1) {
+        s_on_event(r, &ev, now);
+        net_event_clear(&ev);
+    }
+    gossip_members_tick(r->gm, now);
+    s_flush_outbox(r);
+    s_drain_events(r);
+    if (r->cache_dirty && now - r->cache_saved_ms >= 2000) {
+        s_cache_write(r);
+        r->cache_saved_ms = now;
+    }
+    if (r->reach_auto && r->reach_asked_ms && now - r->reach_asked_ms > 10000) {
+        log_warn("run", "no dial-back answer from the seed in 10 s: taking reachable = no");
+        s_set_reachable(r, 0, now);
+    }
+}
+
+int run_node(const loco_config_t *cfg, volatile sig_atomic_t *stop) {
+    static run_t r; // one per process; static keeps the large tables off the stack
+    memset(&r, 0, sizeof r);
+    r.stop = stop;
+    char err[1536];
+    if (s_setup(&r, cfg, err, sizeof err) != 0) {
+        log_error("run", "%s", err);
+        gossip_members_destroy(&r.gm);
+        net_node_destroy(&r.net);
+        free(r.info);
+        free(r.dialed);
+        return 1;
+    }
+    pthread_t compute;
+    int training = cfg->steps > 0;
+    if (training && pthread_create(&compute, NULL, s_compute, &r) != 0) {
+        log_error("run", "cannot start the compute thread");
+        training = 0;
+        atomic_store(&r.compute_done, 2);
+    }
+    while (!*stop && !r.refused_out && (!training || !atomic_load(&r.compute_done))) s_pump(&r, 100);
+
+    // Graceful leave: tell every live member, keep answering for a protocol period so it spreads.
+    uint64_t now = s_mono_ms();
+    log_info("run", "leaving the swarm");
+    gossip_members_leave(r.gm, now);
+    s_flush_outbox(&r);
+    uint64_t until = now + (uint64_t)cfg->gossip_period_ms;
+    while (s_mono_ms() < until) s_pump(&r, 50);
+    if (training) {
+        *stop = 1;
+        pthread_join(compute, NULL);
+    }
+    s_drain_events(&r);
+    s_cache_write(&r);
+    net_node_log_stats(r.net);
+    int rc = atomic_load(&r.compute_done) == 2 || r.refused_out ? 1 : 0;
+    metrics_close(&r.mx);
+    gossip_members_destroy(&r.gm);
+    net_node_destroy(&r.net);
+    free(r.info);
+    free(r.dialed);
+    log_info("run", "stopped");
+    return rc;
+}
