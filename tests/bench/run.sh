@@ -34,3 +34,7 @@ done
 echo
 echo "== transport: 256 MiB tensor over loopback (CURVE vs plaintext vs raw TCP vs libsodium alone); codecs vs memcpy =="
 "$BUILD/tests/bench/bench_net" 256 3
+
+echo
+echo "== membership: SWIM over a simulated network, N = 16..1000, loss 0/5/20% (issue 4) =="
+"$BUILD/tests/bench/bench_gossip"
