@@ -59,10 +59,14 @@ typedef struct {
     int64_t max_message, max_tensor;
     int max_inflight;
 
-    // membership (gossip/, node/run.c): [net] advertise/reachable/gossip_period_ms, [bootstrap], [node]
+    // membership (gossip/, node/run.c): [net] advertise/reachable, [gossip], [bootstrap], [node] peer_cache
     char net_advertise[256];        // endpoint others dial; "" = the bound endpoint
     char net_reachable[8];          // auto | yes | no
-    int gossip_period_ms;           // SWIM protocol period
+    int gossip_period_ms;           // [gossip] period_ms: SWIM protocol period
+    int gossip_ack_timeout_ms;      // ack timeout before the first round-trip sample
+    int gossip_indirect_k;          // ping-req helpers
+    float gossip_suspicion_mult;    // suspicion timeout in (scaled) protocol periods
+    int gossip_sync_interval_ms;    // anti-entropy digest exchange period
     config_list_t seeds;            // [bootstrap] seed = ID@tcp://host:port (repeatable)
     char peer_cache[CONFIG_PATH_MAX]; // last-known live peers, used when the seeds are down
 

@@ -24,9 +24,6 @@
 #include "node/train_loop.h"
 #include "node/trainer.h"
 
-// Message types of the run loop itself, after gossip's (32..39).
-enum { RUN_MSG_REACH_CHECK = 48, RUN_MSG_REACH_RESULT = 49 };
-
 #define RUN_MAX_MEMBERS 4096
 #define RUN_REACH_TABLE 64
 
@@ -333,6 +330,28 @@ static void *s_compute(void *arg) {
     return NULL;
 }
 
+static int s_listed(const uint8_t (*list)[32], int n, const uint8_t id[32]) {
+    for (int i = 0; i < n; i++)
+        if (!memcmp(list[i], id, 32)) return 1;
+    return 0;
+}
+
+// The run's admission rule applied to relayed member records, so a key the transport would refuse
+// never enters a view through gossip either (deny always wins; tickets travel in the record).
+static bool s_admit(void *ctx, const gossip_record_t *rec) {
+    const run_t *r = ctx;
+    const net_opts_t *o = &r->no;
+    if (!memcmp(rec->id, o->identity.pk, 32)) return true;
+    if (s_listed((const uint8_t (*)[32])o->deny, o->n_deny, rec->id)) return false;
+    if (o->admission == NET_ADMIT_OPEN) return true;
+    if (s_listed((const uint8_t (*)[32])o->allow, o->n_allow, rec->id)) return true;
+    if (o->admission != NET_ADMIT_TICKET || rec->ticket_len != NET_TICKET_BYTES) return false;
+    net_ticket_t t;
+    char why[200];
+    if (net_ticket_decode(&t, rec->ticket, rec->ticket_len, why, sizeof why) != 0) return false;
+    return net_ticket_verify(&t, o->authority, r->fp, rec->id, s_unix_ms() / 1000, why, sizeof why) == NET_TICKET_OK;
+}
+
 static int s_setup(run_t *r, const loco_config_t *cfg, char *err, size_t errlen) {
     r->cfg = *cfg;
     if (net_opts_from_config(&r->no, cfg, err, errlen) != 0) return -1;
@@ -375,11 +394,17 @@ static int s_setup(run_t *r, const loco_config_t *cfg, char *err, size_t errlen)
     gossip_config_t gc;
     gossip_config_default(&gc);
     gc.period_ms = (uint32_t)cfg->gossip_period_ms;
+    gc.ack_timeout_ms = (uint32_t)cfg->gossip_ack_timeout_ms;
+    gc.indirect_k = cfg->gossip_indirect_k;
+    gc.suspicion_mult = cfg->gossip_suspicion_mult;
+    gc.sync_interval_ms = (uint32_t)cfg->gossip_sync_interval_ms;
     if (gc.ack_timeout_ms > gc.period_ms / 2) gc.ack_timeout_ms = gc.period_ms / 2;
     if (gc.ack_timeout_min_ms > gc.ack_timeout_ms) gc.ack_timeout_min_ms = gc.ack_timeout_ms;
     if (gc.gossip_interval_ms > gc.period_ms) gc.gossip_interval_ms = gc.period_ms;
     if (gc.sync_interval_ms > 10 * gc.period_ms) gc.sync_interval_ms = 10 * gc.period_ms;
     if (gc.join_retry_ms > 2 * gc.period_ms) gc.join_retry_ms = 2 * gc.period_ms;
+    gc.admit = s_admit;
+    gc.admit_ctx = r;
     for (int i = 0; i < 8; i++) gc.seed |= (uint64_t)r->no.identity.pk[i] << (8 * i);
     gc.seed ^= s_unix_ms();
 
