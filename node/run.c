@@ -37,6 +37,9 @@ typedef struct {
     char self_hex[NET_ID_HEX];
     volatile sig_atomic_t *stop;
     atomic_int compute_done;
+    _Atomic(trainer_t *) trainer;     // set by the compute thread while it trains
+    uint64_t rate_ms, rate_steps;     // last step-rate sample
+    uint32_t rate_published;          // steps/s × 1000 in our record
     int reach_auto, reachable;        // reachable: what our record says
     char advertise[256];
     uint64_t reach_asked_ms;
@@ -241,16 +244,39 @@ static void s_serve_reach_check(run_t *r, const uint8_t from[32], const uint8_t 
     s_send(r, from, RUN_MSG_REACH_RESULT, &ans, 1);
 }
 
+static void s_publish_caps(run_t *r, uint64_t now) {
+    gossip_caps_t caps = {0};
+    snprintf(caps.device, sizeof caps.device, "%s", r->cfg.device);
+    caps.reachable = r->reachable;
+    caps.step_rate_milli = r->rate_published;
+    char err[200];
+    if (gossip_members_update_caps(r->gm, &caps, now, err, sizeof err) != 0)
+        log_warn("run", "cannot update our record: %s", err);
+}
+
+// Every 30 s: the measured inner-step rate; our record is re-signed when it moved by more than 20%,
+// so peers (pacing, placement) see a current figure without a record per step.
+static void s_sample_step_rate(run_t *r, uint64_t now) {
+    trainer_t *t = atomic_load(&r->trainer);
+    if (!t || now - r->rate_ms < 30000) return;
+    uint64_t steps = atomic_load(&t->progress);
+    if (r->rate_ms && steps >= r->rate_steps) {
+        uint32_t milli = (uint32_t)((double)(steps - r->rate_steps) * 1e6 / (double)(now - r->rate_ms));
+        uint32_t old = r->rate_published;
+        if (milli > old + old / 5 || milli + milli / 5 < old) {
+            r->rate_published = milli;
+            s_publish_caps(r, now);
+        }
+    }
+    r->rate_ms = now;
+    r->rate_steps = steps;
+}
+
 static void s_set_reachable(run_t *r, int yes, uint64_t now) {
     r->reach_auto = 0;
     if (yes == r->reachable) return;
     r->reachable = yes;
-    gossip_caps_t caps = {0};
-    snprintf(caps.device, sizeof caps.device, "%s", r->cfg.device);
-    caps.reachable = yes;
-    char err[200];
-    if (gossip_members_update_caps(r->gm, &caps, now, err, sizeof err) != 0)
-        log_warn("run", "cannot update our record: %s", err);
+    s_publish_caps(r, now);
     log_info("run", "reachable = %s (learned by dial-back)", yes ? "yes" : "no");
 }
 
@@ -323,7 +349,9 @@ static void *s_compute(void *arg) {
     } else {
         log_info("train", "%s: %zu parameters, data stream %llu", resumed ? "resumed" : "starting",
                  t->model->num_params, (unsigned long long)stream);
+        atomic_store(&r->trainer, t);
         rc = train_loop(t, &r->mx, r->stop);
+        atomic_store(&r->trainer, NULL);
     }
     trainer_destroy(&t);
     atomic_store(&r->compute_done, rc ? 2 : 1);
@@ -470,6 +498,7 @@ static void s_pump(run_t *r, int max_wait_ms) {
         s_on_event(r, &ev, now);
         net_event_clear(&ev);
     }
+    s_sample_step_rate(r, now);
     gossip_members_tick(r->gm, now);
     s_flush_outbox(r);
     s_drain_events(r);

@@ -119,6 +119,8 @@ float trainer_step(trainer_t *t) {
         t->loss = rc ? NAN : gpt_cuda_loss(t->gpu);
         t->grad_norm = rc ? NAN : gpt_cuda_grad_norm(t->gpu);
         t->step++;
+    atomic_store(&t->progress, t->step);
+        atomic_store(&t->progress, t->step);
         return t->loss;
     }
 #endif
@@ -129,6 +131,7 @@ float trainer_step(trainer_t *t) {
     t->lr = optim_lr_schedule(t->step, (uint64_t)c->warmup, (uint64_t)c->steps, c->lr, c->lr_min);
     optim_adamw_update(t->opt, t->model->params, t->model->grads, t->lr);
     t->step++;
+    atomic_store(&t->progress, t->step);
     return t->loss;
 }
 

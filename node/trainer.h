@@ -4,6 +4,7 @@
 #ifndef LOCO_NODE_TRAINER_H
 #define LOCO_NODE_TRAINER_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "model/data.h"
@@ -20,6 +21,7 @@ typedef struct {
     data_stream_t stream;
     int32_t *inputs, *targets;   // (B,T)
     uint64_t step;               // inner steps completed
+    _Atomic uint64_t progress;   // = step, readable from other threads (the net thread's step rate)
     // Last step's figures.
     float loss, grad_norm, lr;
     // [train] device = cuda (LOCO_CUDA builds): the GPU model (model/gpt_cuda.h) holds the training
