@@ -101,7 +101,7 @@ void gpt_tensor(const gpt_config_t *cfg, int i, gpt_tensor_t *t) {
     else s_set(t, "ln_f.bias", off + C, C, 0, -1, 0, 0);
 }
 
-static void s_views(const gpt_config_t *cfg, float *base, gpt_params_t *v, gpt_block_t *blocks) {
+void gpt_param_views(const gpt_config_t *cfg, float *base, gpt_params_t *v, gpt_block_t *blocks) {
     size_t C = (size_t)cfg->d_model;
     float *p = base;
     v->wte = p; p += (size_t)cfg->vocab * C;
@@ -159,8 +159,8 @@ gpt_t *gpt_new(const gpt_config_t *cfg, int maxB, int maxT, char *err, size_t er
     m->grads = s_alloc(m->num_params);
     m->a = calloc((size_t)L, sizeof(gpt_block_acts_t));
     if (!m->views_mem || !m->params || !m->grads || !m->a) goto oom;
-    s_views(cfg, m->params, &m->p, m->views_mem);
-    s_views(cfg, m->grads, &m->g, m->views_mem + L);
+    gpt_param_views(cfg, m->params, &m->p, m->views_mem);
+    gpt_param_views(cfg, m->grads, &m->g, m->views_mem + L);
 
     size_t per_block = BT * C * 5 + BT * 4 + BT * 3 * C + BT * NH * T + BT * 4 * C * 2;
     m->num_acts = BT * C + (size_t)L * per_block + BT * C + 2 * BT + BT * V + BT;

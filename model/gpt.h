@@ -66,6 +66,10 @@ typedef struct {
     float *lnfw, *lnfb; // (C)
 } gpt_params_t;
 
+// Named views of a flat buffer laid out as above (params, grads, or a device buffer of the GPU
+// backend): fills *v, pointing v->h at blocks (L entries, caller-owned).
+void gpt_param_views(const gpt_config_t *cfg, float *base, gpt_params_t *v, gpt_block_t *blocks);
+
 // Per-block activations saved by the forward pass for the backward pass.
 typedef struct {
     float *ln1, *ln1_mean, *ln1_rstd; // (B,T,C), (B,T), (B,T)

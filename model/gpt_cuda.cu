@@ -586,31 +586,6 @@ static void s_gelu_backward(gpt_cuda_t *m, float *dinp, const float *inp, const 
 // ---------------------------------------------------------------------------------------------
 // Construction
 
-static void s_views(const gpt_config_t *cfg, float *base, gpt_params_t *v, gpt_block_t *blocks) {
-    size_t C = (size_t)cfg->d_model;
-    float *p = base;
-    v->wte = p; p += (size_t)cfg->vocab * C;
-    v->wpe = p; p += (size_t)cfg->seq_len * C;
-    v->h = blocks;
-    for (int l = 0; l < cfg->layers; l++) {
-        gpt_block_t *b = &blocks[l];
-        b->ln1w = p; p += C;
-        b->ln1b = p; p += C;
-        b->qkvw = p; p += 3 * C * C;
-        b->qkvb = p; p += 3 * C;
-        b->projw = p; p += C * C;
-        b->projb = p; p += C;
-        b->ln2w = p; p += C;
-        b->ln2b = p; p += C;
-        b->fcw = p; p += 4 * C * C;
-        b->fcb = p; p += 4 * C;
-        b->fcprojw = p; p += 4 * C * C;
-        b->fcprojb = p; p += C;
-    }
-    v->lnfw = p; p += C;
-    v->lnfb = p;
-}
-
 static int s_device_error(int device, cudaError_t e, char *err, size_t errlen) {
     switch (e) {
     case cudaErrorNoDevice:
@@ -736,8 +711,8 @@ extern "C" gpt_cuda_t *gpt_cuda_new(const gpt_config_t *cfg, int maxB, int maxT,
     }
     gpt_cuda_set_tf32(m, tf32);
 
-    s_views(cfg, m->params, &m->p, m->views_mem);
-    s_views(cfg, m->grads, &m->g, m->views_mem + L);
+    gpt_param_views(cfg, m->params, &m->p, m->views_mem);
+    gpt_param_views(cfg, m->grads, &m->g, m->views_mem + L);
     float *p = m->acts;
     m->encoded = p; p += BT * C;
     for (int l = 0; l < L; l++) {

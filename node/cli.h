@@ -14,6 +14,7 @@ int cmd_sample(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);  // node/cmd_net.c
 int cmd_admit(int argc, char **argv);
 int cmd_net_test(int argc, char **argv); // test helper for tests/integration/test_net_*.sh
+int cmd_doctor(int argc, char **argv);   // node/cmd_doctor.c
 
 // Shared option handling: "-c FILE" and "--set section.key=value" (repeatable), applied in order
 // over the defaults, then validated. Other options are left for the caller: argv entries consumed

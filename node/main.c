@@ -18,6 +18,7 @@ static const struct {
     {"sample", cmd_sample, "generate text from a checkpoint"},
     {"keygen", cmd_keygen, "create a peer identity key (Ed25519)"},
     {"admit", cmd_admit, "sign a ticket admitting a peer id to a run"},
+    {"doctor", cmd_doctor, "check that this node can join its run (key, config, listen, seeds, reachability)"},
     {"net-test", cmd_net_test, "transport test helper (serve / send reference tensors)"},
 };
 

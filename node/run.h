@@ -14,6 +14,11 @@
 
 #include "node/config.h"
 
+// Message types of the run loop itself, after gossip's (32..39); loco doctor sends them too.
+// REACH_CHECK carries an endpoint ("tcp://host:port"): the receiver TCP-connects to it (at most once
+// per asking peer per 30 s) and answers REACH_RESULT with one byte, 1 reachable or 0 not.
+enum { RUN_MSG_REACH_CHECK = 48, RUN_MSG_REACH_RESULT = 49 };
+
 // Runs the daemon until *stop. Returns the process exit code (0 clean stop, 1 runtime failure).
 int run_node(const loco_config_t *cfg, volatile sig_atomic_t *stop);
 
