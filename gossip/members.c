@@ -1188,11 +1188,15 @@ static bool s_contact_absent(const gossip_members_t *m, const contact_t *c) {
     return !x || !s_is_live(x);
 }
 
+// No other live member we can talk to: the join retries run instead of anti-entropy.
+static bool s_alone(const gossip_members_t *m) {
+    for (size_t i = 0; i < m->n_mem; i++)
+        if (!m->mem[i]->is_self && s_is_live(m->mem[i]) && s_linkable(m, m->mem[i])) return false;
+    return true;
+}
+
 static void s_sync_tick(gossip_members_t *m, uint64_t now) {
-    bool alone = true;
-    for (size_t i = 0; i < m->n_mem && alone; i++)
-        if (!m->mem[i]->is_self && s_is_live(m->mem[i]) && s_linkable(m, m->mem[i])) alone = false;
-    if (alone) {
+    if (s_alone(m)) {
         if (now < m->next_join) return;
         m->next_join = now + m->cfg.join_retry_ms;
         for (size_t i = 0; i < m->n_contacts; i++) s_send_sync(m, m->contacts[i].id);
@@ -1277,7 +1281,9 @@ uint64_t gossip_members_next_wakeup(const gossip_members_t *m) {
         } else {
             AT(m->next_probe);
         }
-        AT(m->next_sync < m->next_join ? m->next_sync : m->next_join);
+        // Only the timer s_sync_tick keeps current counts: the other one is stale and would make
+        // every poll return at once (a busy loop in the net thread).
+        AT(s_alone(m) ? m->next_join : m->next_sync);
         if (m->n_items) AT(m->next_gossip);
     }
 #undef AT
