@@ -129,6 +129,31 @@ void gpt_param_views(const gpt_config_t *cfg, float *base, gpt_params_t *v, gpt_
 // ---------------------------------------------------------------------------------------------
 // Construction
 
+size_t gpt_block_acts_numel(size_t BT, int C, int NH, int T) {
+    size_t c = (size_t)C;
+    return BT * c * 5 + BT * 4 + BT * 3 * c + BT * (size_t)NH * (size_t)T + BT * 4 * c * 2;
+}
+
+float *gpt_block_acts_views(gpt_block_acts_t *a, int L, float *p, size_t BT, int C, int NH, int T) {
+    size_t c = (size_t)C;
+    for (int l = 0; l < L; l++, a++) {
+        a->ln1 = p; p += BT * c;
+        a->ln1_mean = p; p += BT;
+        a->ln1_rstd = p; p += BT;
+        a->qkv = p; p += BT * 3 * c;
+        a->att = p; p += BT * (size_t)NH * (size_t)T;
+        a->atty = p; p += BT * c;
+        a->res2 = p; p += BT * c;
+        a->ln2 = p; p += BT * c;
+        a->ln2_mean = p; p += BT;
+        a->ln2_rstd = p; p += BT;
+        a->fch = p; p += BT * 4 * c;
+        a->fch_gelu = p; p += BT * 4 * c;
+        a->res3 = p; p += BT * c;
+    }
+    return p;
+}
+
 static float *s_alloc(size_t n) {
     // 64-byte alignment for vector loads; calloc-like zeroing so untouched memory is defined.
     size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
@@ -162,28 +187,12 @@ gpt_t *gpt_new(const gpt_config_t *cfg, int maxB, int maxT, char *err, size_t er
     gpt_param_views(cfg, m->params, &m->p, m->views_mem);
     gpt_param_views(cfg, m->grads, &m->g, m->views_mem + L);
 
-    size_t per_block = BT * C * 5 + BT * 4 + BT * 3 * C + BT * NH * T + BT * 4 * C * 2;
-    m->num_acts = BT * C + (size_t)L * per_block + BT * C + 2 * BT + BT * V + BT;
+    m->num_acts = BT * C + (size_t)L * gpt_block_acts_numel(BT, (int)C, (int)NH, (int)T) + BT * C + 2 * BT + BT * V + BT;
     m->acts = s_alloc(m->num_acts);
     if (!m->acts) goto oom;
     float *p = m->acts;
     m->encoded = p; p += BT * C;
-    for (int l = 0; l < L; l++) {
-        gpt_block_acts_t *a = &m->a[l];
-        a->ln1 = p; p += BT * C;
-        a->ln1_mean = p; p += BT;
-        a->ln1_rstd = p; p += BT;
-        a->qkv = p; p += BT * 3 * C;
-        a->att = p; p += BT * NH * T;
-        a->atty = p; p += BT * C;
-        a->res2 = p; p += BT * C;
-        a->ln2 = p; p += BT * C;
-        a->ln2_mean = p; p += BT;
-        a->ln2_rstd = p; p += BT;
-        a->fch = p; p += BT * 4 * C;
-        a->fch_gelu = p; p += BT * 4 * C;
-        a->res3 = p; p += BT * C;
-    }
+    p = gpt_block_acts_views(m->a, L, p, BT, (int)C, (int)NH, (int)T);
     m->lnf = p; p += BT * C;
     m->lnf_mean = p; p += BT;
     m->lnf_rstd = p; p += BT;

@@ -83,6 +83,12 @@ typedef struct {
     float *res3;                      // (B,T,C) block output
 } gpt_block_acts_t;
 
+// Lays out the saved activations of L blocks, for a batch capacity of BT = B·T tokens, from base:
+// fills a[0..L) and returns the first float after them. The CPU and the GPU model share it.
+float *gpt_block_acts_views(gpt_block_acts_t *a, int L, float *base, size_t BT, int C, int NH, int T);
+// Floats of one block's saved activations (what gpt_block_acts_views advances per block).
+size_t gpt_block_acts_numel(size_t BT, int C, int NH, int T);
+
 typedef struct gpt {
     gpt_config_t cfg;
     int maxB, maxT;                   // activation capacity

@@ -25,16 +25,7 @@ enum {
 };
 static const size_t CUBLAS_WORKSPACE = (size_t)32 << 20; // Hopper wants 32 MiB
 
-typedef struct {
-    float *ln1, *ln1_mean, *ln1_rstd; // (B,T,C), (B,T), (B,T)
-    float *qkv;                       // (B,T,3C)
-    float *att;                       // (B,NH,T,T) probabilities, 0 above the diagonal
-    float *atty;                      // (B,T,C)
-    float *res2;                      // (B,T,C)
-    float *ln2, *ln2_mean, *ln2_rstd; // (B,T,C), (B,T), (B,T)
-    float *fch, *fch_gelu;            // (B,T,4C)
-    float *res3;                      // (B,T,C)
-} block_acts_t;
+typedef gpt_block_acts_t block_acts_t; // the CPU model's layout (model/gpt.h)
 
 struct gpt_cuda {
     gpt_config_t cfg;
@@ -668,8 +659,7 @@ extern "C" gpt_cuda_t *gpt_cuda_new(const gpt_config_t *cfg, int maxB, int maxT,
         memset(mask + t.offset, t.decay, t.numel);
     }
 
-    size_t per_block = BT * C * 5 + BT * 4 + BT * 3 * C + BT * NH * T + BT * 4 * C * 2;
-    m->num_acts = BT * C + (size_t)L * per_block + BT * C + 2 * BT + BT * Vp + BT;
+    m->num_acts = BT * C + (size_t)L * gpt_block_acts_numel(BT, C, NH, T) + BT * C + 2 * BT + BT * Vp + BT;
     size_t nchunks = (BT + ROWS_PER_CHUNK - 1) / ROWS_PER_CHUNK;
     m->num_scratch = BT * C * 4 + BT * 3 * C + BT * 4 * C + BT * NH * T + nchunks * 4 * C + STAGE_FLOATS + 4;
     size_t ntok = 5 * BT + 1;
@@ -715,22 +705,7 @@ extern "C" gpt_cuda_t *gpt_cuda_new(const gpt_config_t *cfg, int maxB, int maxT,
     gpt_param_views(cfg, m->grads, &m->g, m->views_mem + L);
     float *p = m->acts;
     m->encoded = p; p += BT * C;
-    for (int l = 0; l < L; l++) {
-        block_acts_t *a = &m->a[l];
-        a->ln1 = p; p += BT * C;
-        a->ln1_mean = p; p += BT;
-        a->ln1_rstd = p; p += BT;
-        a->qkv = p; p += BT * 3 * C;
-        a->att = p; p += BT * NH * T;
-        a->atty = p; p += BT * C;
-        a->res2 = p; p += BT * C;
-        a->ln2 = p; p += BT * C;
-        a->ln2_mean = p; p += BT;
-        a->ln2_rstd = p; p += BT;
-        a->fch = p; p += BT * 4 * C;
-        a->fch_gelu = p; p += BT * 4 * C;
-        a->res3 = p; p += BT * C;
-    }
+    p = gpt_block_acts_views(m->a, L, p, BT, C, NH, T);
     m->lnf = p; p += BT * C;
     m->lnf_mean = p; p += BT;
     m->lnf_rstd = p; p += BT;

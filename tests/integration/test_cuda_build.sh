@@ -10,7 +10,8 @@ if [ ! -x "$NVCC" ]; then
     exit 77
 fi
 out=build/ci-cuda
-make -s BUILD=$out CUDA=1 $out/loco $out/tests/model/test_gpu
+# SANITIZE= : under `make check` the sanitizer flags would reach this sub-make through MAKEFLAGS.
+make -s BUILD=$out CUDA=1 SANITIZE= $out/loco $out/tests/model/test_gpu
 ldd $out/loco >"$out/ldd.txt"; grep -q libcublas "$out/ldd.txt" || { echo "build/ci-cuda/loco does not link cuBLAS"; exit 1; }
 # Without a GPU the GPU tests must report themselves skipped, not passed.
 log=$($out/tests/model/test_gpu --verbose 2>&1 || true)
