@@ -200,7 +200,10 @@ static int s_tcp_reachable(const char *endpoint, int timeout_ms) {
     if (!colon || (size_t)(colon - p) >= sizeof host) return 0;
     memcpy(host, p, (size_t)(colon - p));
     host[colon - p] = '\0';
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    // Numeric hosts only: a name lookup could hold the net thread for seconds, and the endpoint comes
+    // from another peer. A peer advertising a host name is answered "not reachable".
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV}, *ai = NULL;
     if (getaddrinfo(host, colon + 1, &hints, &ai) != 0 || !ai) return 0;
     int ok = 0;
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
