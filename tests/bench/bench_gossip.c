@@ -5,6 +5,7 @@
 //   build/<dir>/tests/bench/bench_gossip
 //   env: BENCH_GOSSIP_N=16,64,256,1000  BENCH_GOSSIP_LOSS=0,5,20 (percent)  BENCH_GOSSIP_SEED=1
 //        BENCH_GOSSIP_STEADY=30 (periods)  BENCH_GOSSIP_CRASH=60 (periods)  BENCH_GOSSIP_JOBS=2
+//        BENCH_GOSSIP_SETTLE=20 (periods the dissemination queues may take to drain before the steady window)
 //        (configurations run in parallel, one process each; 1 = serial)
 //
 // Budget: about 5 minutes on 2 cores for the whole table once next_wakeup's stale timer (below) is
@@ -58,7 +59,7 @@
 
 #define PERIOD_MS 1000ULL
 #define JOIN_MAX_PERIODS 150
-#define SETTLE_MAX_PERIODS 20
+static int g_settle_max = 20; // BENCH_GOSSIP_SETTLE: periods allowed for the dissemination queues to drain
 
 typedef enum { V_UNKNOWN = 0, V_ALIVE, V_SUSPECT, V_DEAD, V_LEFT } vstate_t;
 
@@ -482,7 +483,7 @@ static void s_run_config(int n, double loss, uint64_t seed, int steady_periods, 
 
     // 2. steady state: let the dissemination queues drain, then measure
     uint64_t settle0 = s->now;
-    for (int p = 0; p < SETTLE_MAX_PERIODS && s_pending(s) > 0; p++) s_run_until(s, s->now + PERIOD_MS);
+    for (int p = 0; p < g_settle_max && s_pending(s) > 0; p++) s_run_until(s, s->now + PERIOD_MS);
     res->settle_periods = (double)(s->now - settle0) / PERIOD_MS;
     uint64_t sent0[GOSSIP_MSG_COUNT];
     memcpy(sent0, s->sent_by_type, sizeof sent0);
@@ -600,6 +601,7 @@ int main(void) {
     uint64_t seed = s_env("BENCH_GOSSIP_SEED", 1);
     int steady = (int)s_env("BENCH_GOSSIP_STEADY", 30), crash = (int)s_env("BENCH_GOSSIP_CRASH", 60);
     int jobs = (int)s_env("BENCH_GOSSIP_JOBS", 2);
+    g_settle_max = (int)s_env("BENCH_GOSSIP_SETTLE", 20);
     g_spin_ms = s_env("BENCH_GOSSIP_SPIN_MS", 10);
     if (g_spin_ms < 1) g_spin_ms = 1;
     if (jobs < 1) jobs = 1;
