@@ -6,6 +6,22 @@
 
 #include "node/log.h"
 
+volatile sig_atomic_t cli_stop;
+
+static void s_on_stop(int sig) {
+    (void)sig;
+    cli_stop = 1;
+}
+
+void cli_catch_stop(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_stop;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
 int cli_usage_error(const char *cmd, const char *fmt, ...) {
     fprintf(stderr, "loco %s: ", cmd);
     va_list ap;

@@ -3,6 +3,8 @@
 #ifndef LOCO_NODE_CLI_H
 #define LOCO_NODE_CLI_H
 
+#include <signal.h>
+
 #include "node/config.h"
 
 int cmd_data(int argc, char **argv);
@@ -20,6 +22,11 @@ int cmd_doctor(int argc, char **argv);   // node/cmd_doctor.c
 // over the defaults, then validated. Other options are left for the caller: argv entries consumed
 // here are set to NULL. Returns 0, or 2 after printing the error.
 int cli_load_config(loco_config_t *cfg, int argc, char **argv, int require_file);
+
+// SIGINT and SIGTERM set this flag (installed by cli_catch_stop); long-running commands poll it
+// and stop cleanly. SIGPIPE is ignored so a dropped connection is an error return, not a death.
+extern volatile sig_atomic_t cli_stop;
+void cli_catch_stop(void);
 
 // Prints "loco CMD: message" to stderr and returns 2.
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1,17 +1,9 @@
 // loco run: the peer daemon (node/run.h).
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "node/cli.h"
 #include "node/run.h"
-
-static volatile sig_atomic_t s_stop;
-
-static void s_on_signal(int sig) {
-    (void)sig;
-    s_stop = 1;
-}
 
 int cmd_run(int argc, char **argv) {
     for (int i = 0; i < argc; i++)
@@ -39,11 +31,6 @@ int cmd_run(int argc, char **argv) {
         return 2;
     }
 #endif
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = s_on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    return run_node(&cfg, &s_stop);
+    cli_catch_stop();
+    return run_node(&cfg, &cli_stop);
 }

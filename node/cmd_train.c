@@ -64,12 +64,6 @@ int cmd_data(int argc, char **argv) {
     return 0;
 }
 
-static volatile sig_atomic_t s_stop;
-static void s_on_signal(int sig) {
-    (void)sig;
-    s_stop = 1;
-}
-
 int cmd_train(int argc, char **argv) {
     for (int i = 0; i < argc; i++)
         if (!strcmp(argv[i], "--help"))
@@ -119,9 +113,8 @@ int cmd_train(int argc, char **argv) {
              cfg.model.heads, cfg.model.seq_len, cfg.model.vocab, t->model->num_params, cfg.batch,
              cfg.threads, (long long)cfg.seed, t->train->total);
 
-    signal(SIGINT, s_on_signal);
-    signal(SIGTERM, s_on_signal);
-    rc = train_loop(t, &mx, &s_stop);
+    cli_catch_stop();
+    rc = train_loop(t, &mx, &cli_stop);
     metrics_close(&mx);
     trainer_destroy(&t);
     return rc;

@@ -44,6 +44,7 @@ typedef struct {
     char advertise[256];
     uint64_t reach_asked_ms;
     uint8_t seed_ids[CONFIG_LIST_MAX][32];
+    char seed_eps[CONFIG_LIST_MAX][256];
     int seed_refused[CONFIG_LIST_MAX];
     int n_seeds;
     int refused_out;                  // every seed refused us: stop
@@ -408,8 +409,8 @@ static int s_setup(run_t *r, const loco_config_t *cfg, char *err, size_t errlen)
     }
 
     for (int i = 0; i < cfg->seeds.n; i++) {
-        char ep[256];
-        if (net_peer_addr_parse(cfg->seeds.item[i], r->seed_ids[r->n_seeds], ep, sizeof ep, err, errlen) != 0) {
+        if (net_peer_addr_parse(cfg->seeds.item[i], r->seed_ids[r->n_seeds], r->seed_eps[r->n_seeds],
+                                sizeof r->seed_eps[0], err, errlen) != 0) {
             char why[300];
             snprintf(why, sizeof why, "%.290s", err);
             snprintf(err, errlen, "[bootstrap] seed = %s: %s", cfg->seeds.item[i], why);
@@ -457,12 +458,7 @@ static int s_setup(run_t *r, const loco_config_t *cfg, char *err, size_t errlen)
     r->gm = gossip_members_new(&gc, r->no.identity.sk, &self, s_mono_ms(), err, errlen);
     if (!r->gm) return -1;
 
-    for (int i = 0; i < cfg->seeds.n; i++) {
-        uint8_t id[32];
-        char ep[256], e2[200];
-        net_peer_addr_parse(cfg->seeds.item[i], id, ep, sizeof ep, e2, sizeof e2);
-        if (memcmp(id, r->no.identity.pk, 32) != 0) gossip_members_add_contact(r->gm, id, ep);
-    }
+    for (int i = 0; i < r->n_seeds; i++) gossip_members_add_contact(r->gm, r->seed_ids[i], r->seed_eps[i]);
     static uint8_t cids[256][32];
     static char ceps[256][256];
     int nc = cfg->peer_cache[0] ? run_cache_load(cfg->peer_cache, cids, ceps, 256) : 0;

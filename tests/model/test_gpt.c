@@ -13,24 +13,7 @@
 #include "model/kernels.h"
 #include "model/rng.h"
 #include "optim/adamw.h"
-
-// O(1) pre-activations everywhere (GPT-2's init gives near-uniform attention at these sizes,
-// which hides scaling errors) and non-trivial LayerNorm weights and biases.
-static void s_wide_init(gpt_t *m, uint64_t seed) {
-    rng_t r;
-    rng_seed(&r, seed);
-    for (int i = 0; i < gpt_num_tensors(&m->cfg); i++) {
-        gpt_tensor_t t;
-        gpt_tensor(&m->cfg, i, &t);
-        float *w = m->params + t.offset;
-        int is_ln = strstr(t.name, "ln_") != NULL, is_bias = strstr(t.name, ".bias") != NULL;
-        float mean = 0.0f, std;
-        if (t.ndim == 2) std = (i < 2) ? 0.5f : 1.0f / sqrtf((float)t.shape[1]);
-        else if (is_ln && !is_bias) { mean = 1.0f; std = 0.2f; }
-        else std = 0.1f;
-        for (size_t k = 0; k < t.numel; k++) w[k] = mean + std * rng_normal(&r);
-    }
-}
+#include "tests/model/wide_init.h"
 
 static gpt_t *s_model(const gpt_config_t *cfg, int B, int T, uint64_t seed) {
     char err[256];

@@ -18,6 +18,7 @@
 #include "model/gpt.h"
 #include "model/rng.h"
 #include "optim/adamw.h"
+#include "tests/model/wide_init.h"
 
 #define STEPS 5
 
@@ -38,25 +39,6 @@ static const ref_case_t s_cases[] = {
     {"l1_c24_h4_v256", {1, 24, 4, 16, 256}, 2, 16, 1, 15},
 };
 
-// GPT-2's init makes attention nearly uniform and the logits nearly flat at these sizes, which
-// would hide a wrong softmax scale or a swapped LayerNorm weight/bias. This init gives O(1)
-// pre-activations everywhere: matrices N(0, 1/in), embeddings N(0, 0.5²)… and non-trivial
-// LayerNorm weights and biases.
-static void s_wide_init(gpt_t *m, uint64_t seed) {
-    rng_t r;
-    rng_seed(&r, seed);
-    for (int i = 0; i < gpt_num_tensors(&m->cfg); i++) {
-        gpt_tensor_t t;
-        gpt_tensor(&m->cfg, i, &t);
-        float *w = m->params + t.offset;
-        int is_ln = strstr(t.name, "ln_") != NULL, is_bias = strstr(t.name, ".bias") != NULL;
-        float mean = 0.0f, std;
-        if (t.ndim == 2) std = (i < 2) ? 0.5f : 1.0f / sqrtf((float)t.shape[1]);
-        else if (is_ln && !is_bias) { mean = 1.0f; std = 0.2f; }
-        else std = 0.1f;
-        for (size_t k = 0; k < t.numel; k++) w[k] = mean + std * rng_normal(&r);
-    }
-}
 
 // Raw dumps: the build refuses big-endian hosts (model/data.c), so float32/int32 arrays written
 // as they are in memory are little-endian.
