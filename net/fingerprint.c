@@ -19,9 +19,13 @@ size_t net_run_describe(const loco_config_t *c, char *out, size_t len) {
                      "model.heads=%d\n"
                      "model.seq_len=%d\n"
                      "model.vocab=%d\n"
-                     "train.seed=%lld\n",
+                     "train.seed=%lld\n"
+                     "outer.algorithm=%s\n"
+                     "outer.inner_steps=%lld\n"
+                     "outer.codec=%s\n",
                      NET_PROTOCOL_VERSION, c->run_name, c->model.layers, c->model.d_model, c->model.heads,
-                     c->model.seq_len, c->model.vocab, (long long)c->seed);
+                     c->model.seq_len, c->model.vocab, (long long)c->seed, c->outer_algorithm,
+                     (long long)c->inner_steps, c->outer_codec);
     return n > 0 && (size_t)n < len ? (size_t)n : 0;
 }
 

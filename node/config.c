@@ -72,6 +72,14 @@ static const key_spec_t s_keys[] = {
     {"gossip", "sync_interval_ms", K_INT, OFF(gossip_sync_interval_ms), 100, 3600000, "10000", NULL},
     {"bootstrap", "seed", K_LIST, OFF(seeds), 0, 0, "", NULL},
     {"node", "peer_cache", K_STR, OFF(peer_cache), 0, 0, "peers.cache", NULL},
+    {"outer", "algorithm", K_ENUM, OFF(outer_algorithm), 0, 0, "noloco", "diloco|noloco"},
+    {"outer", "inner_steps", K_I64, OFF(inner_steps), 1, 1e12, "50", NULL},
+    {"outer", "lr", K_FLOAT, OFF(outer_lr), 0, 10, "0.7", NULL},
+    {"outer", "momentum", K_FLOAT, OFF(outer_momentum), -1, 0.999999, "-1", NULL},
+    {"outer", "group_size", K_INT, OFF(group_size), 1, 1024, "2", NULL},
+    {"outer", "codec", K_ENUM, OFF(outer_codec), 0, 0, "fp32", "fp32|bf16|int8|int4"},
+    {"outer", "error_feedback", K_BOOL, OFF(error_feedback), 0, 0, "on", NULL},
+    {"outer", "deadline_ms", K_INT, OFF(deadline_ms), 0, 86400000, "0", NULL},
     {"limits", "max_message", K_I64, OFF(max_message), 65536, 1073741824, "16777216", NULL},
     {"limits", "max_tensor", K_I64, OFF(max_tensor), 4, 4.6e18, "4294967296", NULL},
     {"limits", "max_inflight", K_INT, OFF(max_inflight), 1, 1024, "4", NULL},
@@ -318,6 +326,11 @@ int config_validate(const loco_config_t *c, char *err, size_t errlen) {
     }
     if (c->lr_min > c->lr) {
         snprintf(err, errlen, "%s: [train] lr_min (%g) is larger than lr (%g)", c->source, c->lr_min, c->lr);
+        return -1;
+    }
+    if (c->outer_momentum < 0 && c->outer_momentum != -1) {
+        snprintf(err, errlen, "%s: [outer] momentum (%g) must be in [0, 1), or -1 for the algorithm's default",
+                 c->source, c->outer_momentum);
         return -1;
     }
     if (!c->data[0]) {

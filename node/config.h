@@ -70,6 +70,16 @@ typedef struct {
     config_list_t seeds;            // [bootstrap] seed = ID@tcp://host:port (repeatable)
     char peer_cache[CONFIG_PATH_MAX]; // last-known live peers, used when the seeds are down
 
+    // outer steps (optim/outer.h, node/outer_run.c): [outer]
+    char outer_algorithm[8];        // diloco | noloco
+    int64_t inner_steps;            // H
+    float outer_lr;                 // η
+    float outer_momentum;           // μ; < 0 = the algorithm's default (diloco 0.9, noloco 0.5)
+    int group_size;                 // NoLoCo group size n
+    char outer_codec[8];            // fp32 | bf16 | int8 | int4
+    int error_feedback;
+    int deadline_ms;                // per exchange; 0 = adaptive to observed exchange times
+
     // Where each value came from, for error messages after loading.
     char source[CONFIG_PATH_MAX];
 } loco_config_t;
