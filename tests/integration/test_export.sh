@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `loco export` → a PyTorch GPT-2 with Hugging Face names and layouts gives the same validation
 # loss as `loco eval` on the same checkpoint: train a tiny model a few steps on generated text,
-# export it, evaluate both ways over the first K windows of the validation shard.
+# export it, evaluate both ways over the first K windows of the validation shard. Then several
+# checkpoints: their export is the element-wise mean, and checkpoints of different models are refused.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LOCO_BIN=${LOCO_BIN:-$PWD/build/loco}
@@ -74,3 +75,52 @@ awk -v l="$loco_loss" 'BEGIN { exit !(l < 5.4) }' || { echo "val_loss $loco_loss
 
 timeout 60 "$PYTHON" tests/ref/eval_safetensors.py "$tmp/model.safetensors" "$tmp/data/val_000.bin" \
     $HEADS $K --expect "$loco_loss" --tol 1e-4
+
+# Several checkpoints → their element-wise mean. A second model trained from another seed, each
+# exported alone and both together (one as a positional PATH, one with --checkpoint); the mean file
+# must equal (a + b) / 2 tensor by tensor, read with numpy straight from the safetensors bytes.
+timeout 120 "$LOCO_BIN" train -c "$tmp/loco.ini" --set train.steps=6 --set train.warmup=2 --set train.lr=1e-2 \
+    --set train.eval_every=0 --set train.checkpoint_every=0 --set train.seed=8 \
+    --set train.checkpoint_dir="$tmp/ck2" >"$tmp/train2.log" 2>&1 || { echo "second loco train failed:"; cat "$tmp/train2.log"; exit 1; }
+timeout 30 "$LOCO_BIN" export --checkpoint "$tmp/ck2" --out "$tmp/b.safetensors"
+out=$(timeout 30 "$LOCO_BIN" export "$tmp/ck" --checkpoint "$tmp/ck2" --out "$tmp/mean.safetensors")
+echo "$out"
+[[ "$out" == *"mean of 2 checkpoints"* ]] || { echo "export of two checkpoints did not say it averaged: $out"; exit 1; }
+"$PYTHON" - "$tmp/model.safetensors" "$tmp/b.safetensors" "$tmp/mean.safetensors" <<'PY'
+import json, struct, sys
+import numpy as np
+def load(path):
+    raw = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    hdr = json.loads(raw[8:8 + n])
+    hdr.pop("__metadata__", None)
+    return {k: np.frombuffer(raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]], dtype="<f4").reshape(v["shape"])
+            for k, v in hdr.items()}
+a, b, m = (load(p) for p in sys.argv[1:4])
+assert a.keys() == b.keys() == m.keys(), "tensor names differ"
+worst = (-np.inf, None)
+for k in a:
+    want = (a[k].astype(np.float64) + b[k]) / 2
+    err = np.abs(m[k] - want) - (1e-7 + 1e-6 * np.abs(want))
+    i = int(np.argmax(err))
+    if err.flat[i] > worst[0]:
+        worst = (float(err.flat[i]), (k, i, float(m[k].flat[i]), float(want.flat[i])))
+    assert not np.array_equal(a[k], b[k]) or k.endswith("bias") or "ln" in k, f"{k}: the two models are identical"
+if worst[0] > 0:
+    sys.exit(f"mean differs beyond 1e-7 + 1e-6|x|: worst {worst[1]}")
+print(f"ok: mean of 2 checkpoints is the element-wise mean ({len(a)} tensors; closest to the tolerance: {worst[1]})")
+PY
+
+# Checkpoints of different models: refused, naming both files and the field.
+timeout 120 "$LOCO_BIN" train -c "$tmp/loco.ini" --set model.heads=4 --set train.steps=1 --set train.warmup=0 \
+    --set train.eval_every=0 --set train.checkpoint_dir="$tmp/ck3" >"$tmp/train3.log" 2>&1 || { echo "third loco train failed:"; cat "$tmp/train3.log"; exit 1; }
+set +e
+err=$(timeout 30 "$LOCO_BIN" export "$tmp/ck" "$tmp/ck3" --out "$tmp/bad.safetensors" 2>&1)
+rc=$?
+set -e
+echo "mismatch: rc=$rc: $err"
+[ $rc -eq 1 ] || { echo "export of mismatched checkpoints: exit $rc, expected 1"; exit 1; }
+[[ "$err" == *"model.heads is $HEADS in the first, 4 in the second"* && "$err" == *"$tmp/ck/"* && "$err" == *"$tmp/ck3/"* ]] ||
+    { echo "the mismatch error does not name both files and model.heads"; exit 1; }
+[ ! -e "$tmp/bad.safetensors" ] || { echo "a refused export left a file behind"; exit 1; }
+echo "ok: checkpoints of different models refused with both files and model.heads named"
