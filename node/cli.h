@@ -17,6 +17,15 @@ int cmd_keygen(int argc, char **argv);  // node/cmd_net.c
 int cmd_admit(int argc, char **argv);
 int cmd_net_test(int argc, char **argv); // test helper for tests/integration/test_net_*.sh
 int cmd_doctor(int argc, char **argv);   // node/cmd_doctor.c
+int cmd_swarm(int argc, char **argv);    // node/cmd_swarm.c
+
+// node/cmd_model.c: the element-wise mean of the model weights of n checkpoints (each a file or a
+// directory: its newest complete checkpoint), as `loco export` writes it and `loco swarm` evaluates
+// it. which = "params" (local θ), "anchor" (φ; a checkpoint without one is an error) or NULL (φ
+// where a checkpoint has it, else θ). All must share one model config, else -1 with both files and
+// the differing field named. On success *cfg is the config and *out (caller frees) the mean.
+int cli_mean_weights(const char *const *cks, int n, const char *which, gpt_config_t *cfg, float **out,
+                     char *err, size_t errlen);
 
 // Shared option handling: "-c FILE" and "--set section.key=value" (repeatable), applied in order
 // over the defaults, then validated. Other options are left for the caller: argv entries consumed
