@@ -16,7 +16,13 @@ BUILD=${LOCO_GPU_BUILD:-build/gpu}
 LIBS=${LOCO_GPU_LIBS:-build/gpu-libs}
 JOBS=${JOBS:-2}
 BINS=("$BUILD/loco" "$BUILD/tests/model/test_gpu" "$BUILD/tests/bench/bench_gpu")
-make -j"$JOBS" BUILD="$BUILD" CUDA=1 "${BINS[@]}"
+# NATIVE=0: the GPU machine's processor is not this one, and -march=native code can die there with
+# SIGILL. make does not rebuild on a flag change, so a build made with other flags is started over.
+FLAGS="CUDA=1 NATIVE=0"
+if [ -d "$BUILD" ] && [ "$(cat "$BUILD/.pack-flags" 2>/dev/null)" != "$FLAGS" ]; then rm -rf "$BUILD"; fi
+mkdir -p "$BUILD"
+echo "$FLAGS" >"$BUILD/.pack-flags"
+make -j"$JOBS" BUILD="$BUILD" $FLAGS "${BINS[@]}"
 rm -rf "$LIBS"
 mkdir -p "$LIBS"
 skip='^(linux-vdso|ld-linux|libc|libm|libdl|libpthread|librt|libresolv|libutil|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt|libnvidia)\.so'

@@ -6,7 +6,8 @@
 #
 #   tests/gpu/run.sh [OUTDIR]        (default: $OUT, else ./gpu-results)
 #
-# Results: run.log (everything), nvidia-smi.txt, test_gpu.log, cli.log, bench.jsonl, summary.txt.
+# Results: run.log (everything), nvidia-smi.txt, test_gpu.log, cli.log, bench.jsonl, summary.txt,
+# sanitizer.log.
 set -u
 cd "$(dirname "$0")/../.."
 OUTDIR=${1:-${OUT:-gpu-results}}
@@ -45,6 +46,7 @@ if lrun ldd "$BUILD/tests/bench/bench_gpu" | grep "not found"; then say "unresol
 say "GPU"
 { nvidia-smi; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv; } \
     >"$OUTDIR/nvidia-smi.txt" 2>&1
+{ lscpu | grep -E "Model name|^CPU\(s\)"; } >>"$OUTDIR/nvidia-smi.txt" 2>&1
 cat "$OUTDIR/nvidia-smi.txt" | head -20
 GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 say "card: ${GPU_NAME:-unknown}"
@@ -119,5 +121,13 @@ for k, d in by.items():
         line += f"  ratio loco/torch = {d['loco']['tokens_per_s'] / d['torch']['tokens_per_s']:.3f}"
     print(line)
 PYEOF
+say "4/4 compute-sanitizer memcheck over the forward/backward and layer-range tests (out-of-bounds, misaligned)"
+CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+timeout 90 env LD_LIBRARY_PATH="$LIBPATH" "$CS" --tool memcheck --target-processes all --error-exitcode 3 \
+    "$BUILD/tests/model/test_gpu" --jobs 1 --filter 'gpu/@(forward_backward_match_cpu|layer_ranges_match_whole_model)' \
+    >"$OUTDIR/sanitizer.log" 2>&1
+say "compute-sanitizer exit status $? (0: clean; 124: timed out)"
+grep -E "ERROR SUMMARY|Synthesis|Invalid|========= [A-Z]" "$OUTDIR/sanitizer.log" | head -20
+
 say "done in $((SECONDS - T0))s; GPU tests exit status $rc_tests; results in $OUTDIR"
 exit $rc_tests

@@ -80,6 +80,9 @@ static void s_batch(rng_t *r, int32_t *inp, int32_t *tgt, int B, int T, int V, i
     }
 }
 
+// The last s_close's worst |got − ref| and max |ref|, for the figures logged on success (--verbose).
+static double s_last_worst, s_last_maxref;
+
 // max |got − ref| ≤ rtol · max |ref| + atol; prints the worst element otherwise (or the first NaN).
 static int s_close(const char *what, const float *got, const float *ref, size_t n, double rtol, double atol) {
     double maxref = 0.0, worst = -1.0;
@@ -97,6 +100,8 @@ static int s_close(const char *what, const float *got, const float *ref, size_t 
         }
     }
     double tol = rtol * maxref + atol;
+    s_last_worst = worst;
+    s_last_maxref = maxref;
     if (n && worst > tol) {
         cr_log_error("%s: worst element %zu of %zu: gpu %.9g cpu %.9g, |diff| %.3g > tolerance %.3g (max |cpu| %.3g)",
                      what, wi, n, got[wi], ref[wi], worst, tol, maxref);
@@ -139,15 +144,26 @@ static optim_adamw_t *s_cpu_opt(const gpt_config_t *cfg) {
 #define GPU_OK(g, call) cr_assert_eq((call), 0, "%s failed: %s", #call, gpt_cuda_last_error(g) ? gpt_cuda_last_error(g) : "?")
 
 // Every gradient tensor, by name.
+// Logs (info) the worst tensor: max |gpu − cpu| relative to that tensor's max |cpu|.
 static int s_grads_close(const gpt_config_t *cfg, const float *got, const float *ref, double rtol, const char *ctx) {
     int ok = 1;
+    double worst_rel = 0.0, worst_abs = 0.0;
+    char worst_name[64] = "-";
     for (int i = 0; i < gpt_num_tensors(cfg); i++) {
         gpt_tensor_t t;
         gpt_tensor(cfg, i, &t);
         char what[160];
         snprintf(what, sizeof what, "%s: grad %s", ctx, t.name);
         ok &= s_close(what, got + t.offset, ref + t.offset, t.numel, rtol, 1e-8);
+        double rel = s_last_maxref > 0.0 ? s_last_worst / s_last_maxref : s_last_worst;
+        if (rel > worst_rel) {
+            worst_rel = rel;
+            worst_abs = s_last_worst;
+            snprintf(worst_name, sizeof worst_name, "%s", t.name);
+        }
     }
+    cr_log_info("%s: grads: worst tensor %s, max |gpu - cpu| %.3g = %.3g of its max |cpu| (tolerance %.0e)", ctx,
+                worst_name, worst_abs, worst_rel, rtol);
     return ok;
 }
 
@@ -183,10 +199,13 @@ Test(gpu, forward_backward_match_cpu, .timeout = 120) {
         char what[160];
         snprintf(what, sizeof what, "%s: logits", ctx);
         int ok = s_close(what, logits, c->logits, nl, 1e-4, 1e-6);
+        cr_log_info("%s: logits max |gpu - cpu| %.3g (max |cpu| %.3g, tolerance %.3g)", ctx, s_last_worst,
+                    s_last_maxref, 1e-4 * s_last_maxref + 1e-6);
 
         float lc = gpt_forward(c, inp, tgt, B, T);
         GPU_OK(g, gpt_cuda_forward(g, inp, tgt, B, T));
         float lg = gpt_cuda_loss(g);
+        cr_log_info("%s: loss gpu %.9g cpu %.9g, |diff| %.3g", ctx, lg, lc, fabs((double)lg - lc));
         if (!(fabsf(lg - lc) <= 1e-5f * lc + 1e-6f)) {
             cr_log_error("%s: loss gpu %.9g cpu %.9g", ctx, lg, lc);
             ok = 0;
@@ -321,6 +340,8 @@ static int s_trajectory_close(const char *what, const float *got, const float *r
             wi = i;
         }
     }
+    cr_log_info("%s: |gpu - cpu| = %.3g vs |cpu - start| = %.3g; worst element %.3g (bound %.3g)", what, sqrt(dd),
+                sqrt(moved), worst, bound);
     if (sqrt(dd) > frac * sqrt(moved) || worst > bound) {
         cr_log_error("%s: |gpu - cpu| = %.3g vs |cpu - start| = %.3g (limit %.0e of it); worst element %zu: gpu %.9g "
                      "cpu %.9g (bound %.3g)", what, sqrt(dd), sqrt(moved), frac, wi, got[wi], ref[wi], bound);
@@ -348,15 +369,18 @@ Test(gpu, five_adamw_steps_match_cpu, .timeout = 120) {
         rng_seed(&r, 11);
         const float lr = 1e-3f;
         int ok = 1;
+        double worst_rel = 0.0;
         for (int s = 0; s < 5; s++) {
             s_batch(&r, inp, tgt, B, T, cfg->vocab, 0);
             float lc = s_cpu_step(c, o, inp, tgt, B, T, lr);
             float lg = s_gpu_step(g, inp, tgt, B, T, lr);
+            if (fabs((double)lg - lc) / lc > worst_rel) worst_rel = fabs((double)lg - lc) / lc;
             if (!(fabsf(lg - lc) <= 1e-4f * lc)) {
                 cr_log_error("case %d step %d: loss gpu %.9g cpu %.9g", k, s, lg, lc);
                 ok = 0;
             }
         }
+        cr_log_info("case %d: 5 steps, worst loss |gpu - cpu| / cpu %.3g (tolerance 1e-4)", k, worst_rel);
         GPU_OK(g, gpt_cuda_params_download(g, buf, 0, n));
         char what[64];
         snprintf(what, sizeof what, "case %d: params after 5 steps", k);
@@ -386,10 +410,12 @@ Test(gpu, loss_curve_matches_cpu, .timeout = 180) {
     rng_seed(&r, 3);
     float first = 0.0f, last = 0.0f;
     int ok = 1;
+    double worst_rel = 0.0;
     for (int s = 0; s < 40; s++) {
         s_batch(&r, inp, tgt, B, T, cfg.vocab, 1);
         float lc = s_cpu_step(c, o, inp, tgt, B, T, 3e-3f);
         float lg = s_gpu_step(g, inp, tgt, B, T, 3e-3f);
+        if (fabs((double)lg - lc) / lc > worst_rel) worst_rel = fabs((double)lg - lc) / lc;
         if (!(fabsf(lg - lc) <= 2e-3f * lc)) {
             cr_log_error("step %d: loss gpu %.6f cpu %.6f", s, lg, lc);
             ok = 0;
@@ -397,7 +423,7 @@ Test(gpu, loss_curve_matches_cpu, .timeout = 180) {
         if (s == 0) first = lc;
         last = lc;
     }
-    cr_log_info("loss curve: %.4f -> %.4f", first, last);
+    cr_log_info("loss curve: %.4f -> %.4f; worst loss |gpu - cpu| / cpu %.3g (tolerance 2e-3)", first, last, worst_rel);
     optim_adamw_destroy(&o);
     gpt_cuda_destroy(&g);
     gpt_destroy(&c);
@@ -633,6 +659,7 @@ Test(gpu, tf32_stays_close, .timeout = 60) {
     gpt_cuda_set_tf32(g, 1);
     GPU_OK(g, gpt_cuda_forward(g, inp, tgt, B, T));
     float ltf = gpt_cuda_loss(g);
+    cr_log_info("TF32 loss %.6f, fp32 %.6f: |diff| / fp32 %.3g (tolerance 1e-2)", ltf, l32, fabs((double)ltf - l32) / l32);
     cr_assert(fabsf(ltf - l32) <= 1e-2f * l32, "TF32 loss %.6f vs fp32 %.6f", ltf, l32);
     gpt_cuda_destroy(&g);
 }
