@@ -51,6 +51,8 @@ struct net_node_t {
     uint8_t fp[32];
     uint64_t run_id, seq, xfer_id, round_floor;
     void *ctx, *router, *zap;
+    void *wake;            // PAIR bound to inproc://loco-wake-<node>: another thread's net_waker_t
+    int woken;
     char endpoint[300];
     uint8_t allow_curve[NET_MAX_LIST][32], deny_curve[NET_MAX_LIST][32];
     peer_t **peers;
@@ -762,11 +764,12 @@ static void s_sweep(net_node_t *n) {
 // Polls every socket once (waiting up to timeout_ms) and handles what is ready. want_out: a socket
 // whose writability ends the wait. Returns 0, or -1 on a fatal error.
 static int s_service(net_node_t *n, int timeout_ms, void *want_out) {
-    zmq_pollitem_t items[2 + 2 * MAX_PEERS];
-    peer_t *owners[2 + 2 * MAX_PEERS];
+    zmq_pollitem_t items[3 + 2 * MAX_PEERS];
+    peer_t *owners[3 + 2 * MAX_PEERS];
     int k = 0;
     if (n->router) items[k] = (zmq_pollitem_t){n->router, 0, ZMQ_POLLIN | (want_out == n->router ? ZMQ_POLLOUT : 0), 0}, owners[k++] = NULL;
     if (n->zap) items[k] = (zmq_pollitem_t){n->zap, 0, ZMQ_POLLIN, 0}, owners[k++] = NULL;
+    if (n->wake) items[k] = (zmq_pollitem_t){n->wake, 0, ZMQ_POLLIN, 0}, owners[k++] = NULL;
     for (int i = 0; i < n->npeers; i++)
         if (n->peers[i]->dealer) {
             void *s = n->peers[i]->dealer;
@@ -783,6 +786,12 @@ static int s_service(net_node_t *n, int timeout_ms, void *want_out) {
         if (!(items[i].revents & ZMQ_POLLIN)) continue;
         if (items[i].socket == n->zap) {
             s_zap_one(n);
+            continue;
+        }
+        if (items[i].socket == n->wake) {
+            char b[8];
+            while (zmq_recv(n->wake, b, sizeof b, ZMQ_DONTWAIT) >= 0) {}
+            n->woken = 1;
             continue;
         }
         if (owners[i] && items[i].socket == owners[i]->monitor) {
@@ -846,6 +855,13 @@ net_node_t *net_node_new(const net_opts_t *o, char *err, size_t errlen) {
             goto fail;
         }
     }
+    char wake_ep[64];
+    snprintf(wake_ep, sizeof wake_ep, "inproc://loco-wake-%p", (void *)n);
+    n->wake = zmq_socket(n->ctx, ZMQ_PAIR);
+    if (!n->wake || zmq_bind(n->wake, wake_ep) != 0) {
+        snprintf(err, errlen, "wake socket: %s", zmq_strerror(errno));
+        goto fail;
+    }
     if (o->listen[0]) {
         n->router = zmq_socket(n->ctx, ZMQ_ROUTER);
         int rc = !n->router || s_common_opts(n, n->router) || s_setopt_int(n->router, ZMQ_ROUTER_MANDATORY, 1);
@@ -882,6 +898,7 @@ void net_node_destroy(net_node_t **self_p) {
     }
     if (n->router) zmq_close(n->router);
     if (n->zap) zmq_close(n->zap);
+    if (n->wake) zmq_close(n->wake);
     if (n->ctx) zmq_ctx_term(n->ctx); // linger 0: libzmq hands every lent send buffer back first
     for (int i = 0; i < n->npool; i++) {
         free(n->pool[i]->data);
@@ -1092,6 +1109,10 @@ int net_node_poll(net_node_t *n, net_event_t *ev, int timeout_ms) {
         int64_t left = deadline - s_now_ms();
         if (left < 0) return 0;
         if (s_service(n, (int)(left > 100 ? 100 : left), NULL) < 0) return -1;
+        if (n->woken && !n->ev_head) {
+            n->woken = 0;
+            return 0;
+        }
         if (timeout_ms == 0 && !n->ev_head) return 0;
     }
 }
@@ -1106,6 +1127,36 @@ void net_node_recycle(net_node_t *n, float *data, size_t count) {
     }
     n->spare[slot] = data;
     n->spare_n[slot] = count;
+}
+
+struct net_waker_t {
+    void *sock;
+};
+
+net_waker_t *net_waker_new(net_node_t *n) {
+    net_waker_t *w = calloc(1, sizeof *w);
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://loco-wake-%p", (void *)n);
+    if (w) w->sock = zmq_socket(n->ctx, ZMQ_PAIR);
+    if (!w || !w->sock || zmq_connect(w->sock, ep) != 0) {
+        if (w && w->sock) zmq_close(w->sock);
+        free(w);
+        return NULL;
+    }
+    int linger = 0;
+    zmq_setsockopt(w->sock, ZMQ_LINGER, &linger, sizeof linger);
+    return w;
+}
+
+void net_waker_wake(net_waker_t *w) {
+    if (w) zmq_send(w->sock, "", 0, ZMQ_DONTWAIT); // a full pipe already holds a wake-up
+}
+
+void net_waker_destroy(net_waker_t **w_p) {
+    if (!w_p || !*w_p) return;
+    zmq_close((*w_p)->sock);
+    free(*w_p);
+    *w_p = NULL;
 }
 
 void net_node_set_round_floor(net_node_t *n, uint64_t round) { n->round_floor = round; }

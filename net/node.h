@@ -148,6 +148,15 @@ int net_node_poll(net_node_t *n, net_event_t *ev, int timeout_ms);
 // node keeps at most 4 and frees them at destroy. Optional: free() is always fine too.
 void net_node_recycle(net_node_t *n, float *data, size_t count);
 
+// Waking the net thread from another thread (over inproc://, as DESIGN.md's threads talk): the
+// other thread creates the waker (it owns it from then on, at most one per node), and each
+// net_waker_wake makes the node's current or next net_node_poll return 0 early. Destroy the waker
+// in its thread before the node is destroyed.
+typedef struct net_waker_t net_waker_t;
+net_waker_t *net_waker_new(net_node_t *n);
+void net_waker_wake(net_waker_t *w);
+void net_waker_destroy(net_waker_t **w_p);
+
 // Messages of round-scoped types (CHUNK, USER) older than this round are dropped as stale.
 void net_node_set_round_floor(net_node_t *n, uint64_t round);
 

@@ -21,6 +21,7 @@
 #include "net/ticket.h"
 #include "node/log.h"
 #include "node/metrics.h"
+#include "node/outer_run.h"
 #include "node/train_loop.h"
 #include "node/trainer.h"
 
@@ -54,6 +55,7 @@ typedef struct {
     uint8_t (*dialed)[32];            // ids we opened a connection to
     int n_dialed;
     gossip_member_info_t *info;       // scratch for member listings
+    outer_run_t *outer;               // the outer-step exchange (training peers)
 } run_t;
 
 static uint64_t s_mono_ms(void) {
@@ -167,6 +169,19 @@ static int s_send(run_t *r, const uint8_t to[32], int type, const void *payload,
     return net_node_send(r->net, to, (uint16_t)type, 0, payload, len, 50, err, sizeof err);
 }
 
+// outer_env_t.connect: dial a member by its record's endpoint (the exchange's sends failed).
+static int s_connect_member(void *ctx, const uint8_t id[32]) {
+    run_t *r = ctx;
+    const char *ep = gossip_members_endpoint(r->gm, id);
+    if (!ep) return -1;
+    char addr[NET_ID_HEX + 260], hex[NET_ID_HEX], err[300];
+    net_id_to_hex(id, hex);
+    snprintf(addr, sizeof addr, "%s@%s", hex, ep);
+    if (net_node_connect(r->net, addr, err, sizeof err) != 0) return -1;
+    if (!s_dialed(r, id) && r->n_dialed < RUN_MAX_MEMBERS) memcpy(r->dialed[r->n_dialed++], id, 32);
+    return net_node_handshake(r->net, id, 2000, err, sizeof err);
+}
+
 static void s_flush_outbox(run_t *r) {
     gossip_msg_t m;
     while (gossip_members_pop(r->gm, &m)) {
@@ -266,6 +281,7 @@ static void s_sample_step_rate(run_t *r, uint64_t now) {
     uint64_t steps = atomic_load(&t->progress);
     if (r->rate_ms && steps >= r->rate_steps) {
         uint32_t milli = (uint32_t)((double)(steps - r->rate_steps) * 1e6 / (double)(now - r->rate_ms));
+        if (milli == 0) milli = 1; // non-zero marks a training member (outer steps pick partners by it)
         uint32_t old = r->rate_published;
         if (milli > old + old / 5 || milli + milli / 5 < old) {
             r->rate_published = milli;
@@ -304,8 +320,13 @@ static void s_on_event(run_t *r, net_event_t *ev, uint64_t now) {
     char who[17];
     s_short(ev->peer, who);
     switch (ev->kind) {
+    case NET_EV_TENSOR:
+        if (!r->outer || !outer_run_on_event(r->outer, ev, now))
+            log_debug("run", "ignoring a tensor (quantity %u) from %s", ev->quantity, who);
+        break;
     case NET_EV_MESSAGE:
-        if (ev->type >= GOSSIP_MSG_FIRST && ev->type < GOSSIP_MSG_FIRST + GOSSIP_MSG_COUNT) {
+        if (r->outer && outer_run_on_event(r->outer, ev, now)) {
+        } else if (ev->type >= GOSSIP_MSG_FIRST && ev->type < GOSSIP_MSG_FIRST + GOSSIP_MSG_COUNT) {
             gossip_members_receive(r->gm, now, ev->peer, ev->type, ev->payload, ev->len);
         } else if (ev->type == RUN_MSG_REACH_CHECK) {
             s_serve_reach_check(r, ev->peer, ev->payload, ev->len, now);
@@ -345,16 +366,13 @@ static void *s_compute(void *arg) {
         for (int i = 0; i < 8; i++) stream |= (uint64_t)r->no.identity.pk[i] << (8 * i);
     }
     trainer_t *t = trainer_new(&cfg, TRAINER_TRAIN_DATA | TRAINER_VAL_DATA | TRAINER_VAL_OPTIONAL, stream, err, sizeof err);
-    int rc = 1, resumed = 0;
+    int rc = 1;
     if (!t) {
         log_error("train", "%s", err);
-    } else if (train_resume(t, &resumed, err, sizeof err) != 0) {
-        log_error("train", "%s", err);
     } else {
-        log_info("train", "%s: %zu parameters, data stream %llu", resumed ? "resumed" : "starting",
-                 t->model->num_params, (unsigned long long)stream);
+        log_info("train", "%zu parameters, data stream %llu", t->model->num_params, (unsigned long long)stream);
         atomic_store(&r->trainer, t);
-        rc = train_loop(t, &r->mx, r->stop);
+        rc = outer_run_train(r->outer, t, r->stop);
         atomic_store(&r->trainer, NULL);
     }
     trainer_destroy(&t);
@@ -447,6 +465,8 @@ static int s_setup(run_t *r, const loco_config_t *cfg, char *err, size_t errlen)
     self.time_ms = s_unix_ms();
     snprintf(self.caps.device, sizeof self.caps.device, "%s", cfg->device);
     self.caps.reachable = r->reachable;
+    self.caps.step_rate_milli = cfg->steps > 0; // a placeholder until measured: non-zero = trains
+    r->rate_published = self.caps.step_rate_milli;
     if (r->advertise[0] && !reach_no) {
         self.n_endpoints = 1;
         snprintf(self.endpoints[0], sizeof self.endpoints[0], "%.200s", r->advertise);
@@ -473,6 +493,12 @@ static int s_setup(run_t *r, const loco_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    if (cfg->steps > 0) {
+        outer_env_t env = {.cfg = &r->cfg, .net = r->net, .gm = r->gm, .mx = &r->mx, .fp = r->fp,
+                           .connect = s_connect_member, .ctx = r};
+        r->outer = outer_run_new(&env, err, errlen);
+        if (!r->outer) return -1;
+    }
     char prefix[17];
     memcpy(prefix, r->self_hex, 16);
     prefix[16] = '\0';
@@ -498,6 +524,7 @@ static void s_pump(run_t *r, int max_wait_ms) {
         net_event_clear(&ev);
     }
     s_sample_step_rate(r, now);
+    if (r->outer) outer_run_tick(r->outer, now);
     gossip_members_tick(r->gm, now);
     s_flush_outbox(r);
     s_drain_events(r);
@@ -518,6 +545,7 @@ int run_node(const loco_config_t *cfg, volatile sig_atomic_t *stop) {
     char err[1536];
     if (s_setup(&r, cfg, err, sizeof err) != 0) {
         log_error("run", "%s", err);
+        outer_run_destroy(&r.outer);
         gossip_members_destroy(&r.gm);
         net_node_destroy(&r.net);
         free(r.info);
@@ -549,6 +577,7 @@ int run_node(const loco_config_t *cfg, volatile sig_atomic_t *stop) {
     net_node_log_stats(r.net);
     int rc = atomic_load(&r.compute_done) == 2 || r.refused_out ? 1 : 0;
     metrics_close(&r.mx);
+    outer_run_destroy(&r.outer);
     gossip_members_destroy(&r.gm);
     net_node_destroy(&r.net);
     free(r.info);

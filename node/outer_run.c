@@ -1,0 +1,1141 @@
+#include "node/outer_run.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "net/fingerprint.h"
+#include "node/log.h"
+#include "node/train_loop.h"
+#include "optim/codec.h"
+#include "optim/outer.h"
+
+#define PEND_MAX 4096
+#define OUTER_MAX_MEMBERS 1024
+#define HIST 8
+
+// What a pending entry holds. Tensors carry quantity = kind << 24 | chunk.
+enum { P_META = 1, P_DELTA, P_DRIFT, P_READY, P_PARTMETA, P_PART, P_REDMETA, P_RED, P_ANCHORMETA, P_ANCHOR, P_MOM, P_DECLINE };
+enum { Q_DELTA = 1, Q_DRIFT = 2, Q_PART = 3, Q_RED = 4, Q_ANCHOR = 5, Q_MOM = 6 };
+// Result kinds.
+enum { RES_MEAN = 1, RES_REFETCH = 2 };
+// Exchange phases on the net thread.
+enum { PH_IDLE = 0, PH_NOLOCO, PH_READY, PH_REDUCE, PH_REFETCH };
+// A member's state in the current exchange.
+enum { M_WAIT = 0, M_DONE = 1, M_GONE = 2 };
+
+typedef struct {
+    int kind;
+    uint8_t peer[32];
+    uint64_t round;
+    uint32_t chunk, steps, contributors;
+    uint64_t value;        // ANCHOR: the donor's next round
+    uint8_t hash[32];
+    float *data;
+    size_t n;
+} pend_t;
+
+struct outer_run_t {
+    outer_env_t env;
+    loco_config_t cfg;
+    int diloco, codec, ef;
+    size_t chunk_bytes;
+    outer_hparams_t hp;
+
+    // Mailbox (mu): compute → net: posted, post_*; net → compute: done, res_*.
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int posted, done, abandoned;
+    uint64_t post_round;
+    uint32_t post_steps;
+    uint8_t post_hash[32];
+    int res_kind, res_contributors, res_expected, res_short;
+    uint64_t res_round, res_tx, res_rx;
+    double res_exchange_s;
+    char res_group[16 * 20 + 64];
+    _Atomic uint64_t cur_round;    // the round the compute thread is running
+    _Atomic uint64_t ready_above;  // > cur_round: a partner is ready, end the round (pacing)
+    net_waker_t *waker;
+
+    // Buffers: allocated by the compute thread before its first post; the net thread reads phi,
+    // phi0, delta, drift and writes mean_delta/mean_phi only between a post and its result.
+    size_t n;
+    float *phi, *mom, *phi0, *delta, *drift, *resid, *mean_delta, *mean_phi, *scratch;
+    // The last completed anchor, served to peers that re-fetch (DiLoCo); guarded by mu.
+    float *srv_phi, *srv_mom;
+    uint64_t srv_next_round;
+    uint8_t srv_hash[32];
+    int srv_valid;
+    int restored_outer;            // the resumed checkpoint held an outer state
+    struct { uint8_t id[32]; uint64_t round; } areq[16]; // re-fetches waiting for our round to complete
+    int nareq;
+
+    // Net thread: the exchange in progress.
+    int phase;
+    uint64_t round, t_begin_ms, deadline_ms, ready_deadline_ms;
+    uint8_t (*mem)[32];            // group partners (NoLoCo) or R (DiLoCo, self included)
+    int nm, self_k, reduced;
+    int *mstate;
+    uint32_t *msteps;
+    uint8_t rhash[32];
+    uint8_t donor[32];
+    uint64_t tx0, rx0, round_hint;
+    uint8_t (*view)[32];
+    int *group_of;
+    pend_t *pend;
+    int npend;
+    double hist[HIST];
+    int nhist;
+    outer_stats_t st;
+};
+
+static uint64_t s_mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void s_short(const uint8_t id[32], char out[17]) {
+    char hex[NET_ID_HEX];
+    net_id_to_hex(id, hex);
+    memcpy(out, hex, 16);
+    out[16] = '\0';
+}
+
+static void s_hex(const uint8_t *b, size_t n, char *out) {
+    static const char d[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) out[2 * i] = d[b[i] >> 4], out[2 * i + 1] = d[b[i] & 15];
+    out[2 * n] = '\0';
+}
+
+static void s_put32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t s_get32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pending messages and tensors, keyed by (kind, peer, round, chunk)
+
+static void s_pend_free(pend_t *p) {
+    free(p->data);
+    memset(p, 0, sizeof *p);
+}
+
+static pend_t *s_pend_find(outer_run_t *o, int kind, const uint8_t peer[32], uint64_t round, uint32_t chunk) {
+    for (int i = 0; i < o->npend; i++) {
+        pend_t *p = &o->pend[i];
+        if (p->kind == kind && p->round == round && p->chunk == chunk && !memcmp(p->peer, peer, 32)) return p;
+    }
+    return NULL;
+}
+
+static pend_t *s_pend_add(outer_run_t *o, int kind, const uint8_t peer[32], uint64_t round, uint32_t chunk) {
+    pend_t *p = s_pend_find(o, kind, peer, round, chunk);
+    if (p) { // a repeat replaces the earlier one
+        free(p->data);
+        p->data = NULL;
+        return p;
+    }
+    if (o->npend == PEND_MAX) { // full: the entry of the oldest round goes
+        int victim = 0;
+        for (int i = 1; i < o->npend; i++)
+            if (o->pend[i].round < o->pend[victim].round) victim = i;
+        s_pend_free(&o->pend[victim]);
+        o->pend[victim] = o->pend[--o->npend];
+        o->st.rejected++;
+    }
+    p = &o->pend[o->npend++];
+    memset(p, 0, sizeof *p);
+    p->kind = kind;
+    memcpy(p->peer, peer, 32);
+    p->round = round;
+    p->chunk = chunk;
+    return p;
+}
+
+static void s_pend_drop_below(outer_run_t *o, uint64_t round) {
+    for (int i = 0; i < o->npend;) {
+        if (o->pend[i].round < round) {
+            s_pend_free(&o->pend[i]);
+            o->pend[i] = o->pend[--o->npend];
+        } else {
+            i++;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Views, groups, sending
+
+// The live training members of this peer's view, sorted by id (self included). Returns the count.
+static int s_view(outer_run_t *o) {
+    static gossip_member_info_t info[OUTER_MAX_MEMBERS];
+    size_t n = gossip_members_live(o->env.gm, info, OUTER_MAX_MEMBERS);
+    int k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!info[i].is_self && (!info[i].record || info[i].record->caps.step_rate_milli == 0)) continue;
+        memcpy(o->view[k++], info[i].id, 32);
+    }
+    return k;
+}
+
+static int s_self_index(outer_run_t *o, int nv) {
+    const uint8_t *self = gossip_members_self_id(o->env.gm);
+    for (int i = 0; i < nv; i++)
+        if (!memcmp(o->view[i], self, 32)) return i;
+    return -1;
+}
+
+// Is `peer` in this peer's NoLoCo group for `round` (by the current view)?
+static int s_in_group(outer_run_t *o, const uint8_t peer[32], uint64_t round) {
+    int nv = s_view(o), me = s_self_index(o, nv);
+    if (me < 0 || nv < 2) return 0;
+    outer_groups(o->env.fp, 32, round, nv, o->cfg.group_size, o->group_of);
+    for (int i = 0; i < nv; i++)
+        if (i != me && o->group_of[i] == o->group_of[me] && !memcmp(o->view[i], peer, 32)) return 1;
+    return 0;
+}
+
+// Alive or suspect in our view (a dead or departed member will not deliver).
+static int s_alive(outer_run_t *o, const uint8_t id[32]) {
+    gossip_member_info_t mi;
+    if (gossip_members_get(o->env.gm, id, &mi) != 0) return 0;
+    return mi.state == GOSSIP_ALIVE || mi.state == GOSSIP_SUSPECT;
+}
+
+static int s_send_msg(outer_run_t *o, const uint8_t to[32], int type, uint64_t round, const void *p, size_t len) {
+    char err[300];
+    if (net_node_send(o->env.net, to, (uint16_t)type, round, p, len, 1000, err, sizeof err) == 0) return 0;
+    if (o->env.connect && o->env.connect(o->env.ctx, to) == 0 &&
+        net_node_send(o->env.net, to, (uint16_t)type, round, p, len, 1000, err, sizeof err) == 0)
+        return 0;
+    char who[17];
+    s_short(to, who);
+    log_debug("outer", "cannot send to %s: %s", who, err);
+    return -1;
+}
+
+static int s_send_tensor(outer_run_t *o, const uint8_t to[32], uint32_t quantity, uint64_t round, int codec,
+                         const float *x, size_t n, float *resid) {
+    char err[300];
+    int timeout = (int)(o->deadline_ms > s_mono_ms() ? o->deadline_ms - s_mono_ms() : 1000);
+    if (net_node_send_tensor(o->env.net, to, quantity, round, codec, x, n, resid, timeout, err, sizeof err) == 0)
+        return 0;
+    char who[17];
+    s_short(to, who);
+    log_warn("outer", "round %llu: cannot send to %s: %s", (unsigned long long)round, who, err);
+    return -1;
+}
+
+static uint64_t s_outer_bytes(const net_stats_t *s, int rx) {
+    const uint64_t *b = rx ? s->rx_bytes : s->tx_bytes;
+    uint64_t sum = b[NET_MSG_CHUNK];
+    for (int t = OUTER_MSG_FIRST; t <= OUTER_MSG_LAST; t++) sum += b[t];
+    return sum;
+}
+
+static uint64_t s_deadline_span(const outer_run_t *o) {
+    if (o->cfg.deadline_ms > 0) return (uint64_t)o->cfg.deadline_ms;
+    double worst = 0;
+    for (int i = 0; i < o->nhist && i < HIST; i++)
+        if (o->hist[i] > worst) worst = o->hist[i];
+    uint64_t d = (uint64_t)(4.0 * worst * 1000.0);
+    return d < 10000 ? 10000 : d;
+}
+
+// ---------------------------------------------------------------------------------------------
+// NoLoCo
+
+static void s_noloco_begin(outer_run_t *o, uint64_t round) {
+    o->phase = PH_NOLOCO;
+    o->round = round;
+    o->nm = 0;
+    int nv = s_view(o), me = s_self_index(o, nv);
+    if (me >= 0 && nv >= 2) {
+        outer_groups(o->env.fp, 32, round, nv, o->cfg.group_size, o->group_of);
+        for (int i = 0; i < nv; i++)
+            if (i != me && o->group_of[i] == o->group_of[me]) {
+                memcpy(o->mem[o->nm], o->view[i], 32);
+                o->mstate[o->nm++] = M_WAIT;
+            }
+    }
+    uint8_t meta[4];
+    s_put32(meta, o->post_steps);
+    for (int k = 0; k < o->nm; k++) {
+        int ok = s_send_msg(o, o->mem[k], OUTER_MSG_META, round, meta, sizeof meta) == 0;
+        ok = ok && s_send_tensor(o, o->mem[k], (uint32_t)Q_DELTA << 24, round, o->codec, o->delta, o->n,
+                                 o->ef ? o->resid : NULL) == 0;
+        // The drift is a state, not an increment: no error feedback (ALGORITHMS.md).
+        ok = ok && s_send_tensor(o, o->mem[k], (uint32_t)Q_DRIFT << 24, round, o->codec, o->drift, o->n, NULL) == 0;
+        if (!ok) o->mstate[k] = M_GONE;
+    }
+}
+
+static int s_finite(const float *x, size_t n) {
+    float acc = 0.0f;
+    for (size_t i = 0; i < n; i++) acc += x[i] * 0.0f; // NaN or Inf anywhere makes acc NaN
+    return acc == 0.0f;
+}
+
+static void s_noloco_finish(outer_run_t *o) {
+    const float *xs[OUTER_MAX_MEMBERS + 1], *ds[OUTER_MAX_MEMBERS + 1];
+    double w[OUTER_MAX_MEMBERS + 1];
+    int k = 0;
+    xs[k] = o->delta;
+    w[k++] = o->post_steps;
+    char *g = o->res_group;
+    g += sprintf(g, "[");
+    for (int j = 0; j < o->nm; j++) {
+        if (o->mstate[j] != M_DONE) continue;
+        pend_t *m = s_pend_find(o, P_META, o->mem[j], o->round, 0);
+        pend_t *d = s_pend_find(o, P_DELTA, o->mem[j], o->round, 0);
+        pend_t *f = s_pend_find(o, P_DRIFT, o->mem[j], o->round, 0);
+        char who[17];
+        s_short(o->mem[j], who);
+        if (!m || !d || !f || d->n != o->n || f->n != o->n || !s_finite(d->data, d->n) || !s_finite(f->data, f->n)) {
+            log_warn("outer", "round %llu: rejected the contribution of %s (wrong size or not finite)",
+                     (unsigned long long)o->round, who);
+            o->st.rejected++;
+            o->mstate[j] = M_GONE;
+            continue;
+        }
+        ds[k] = f->data;
+        xs[k] = d->data;
+        w[k++] = m->steps;
+        if (g - o->res_group < 16 * 20) g += sprintf(g, "%s\"%s\"", k > 2 ? "," : "", who);
+    }
+    sprintf(g, "]");
+    // Weighted mean of Δ (weights: inner steps run; a peer with none still pulls by its anchor).
+    double wsum = 0;
+    for (int i = 0; i < k; i++) wsum += w[i];
+    if (wsum <= 0) for (int i = 0; i < k; i++) w[i] = 1;
+    outer_weighted_mean(o->mean_delta, xs, w, k, o->n);
+    // Mean anchor: our own exactly, the partners' rebuilt from φ₀ + drift, summed in a fixed order.
+    float inv = 1.0f / (float)k;
+    for (size_t i = 0; i < o->n; i++) {
+        float s = o->phi[i];
+        for (int j = 1; j < k; j++) s += o->phi0[i] + ds[j][i];
+        o->mean_phi[i] = s * inv;
+    }
+    o->res_kind = RES_MEAN;
+    o->res_contributors = k;
+    o->res_expected = o->nm + 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// DiLoCo
+
+static void s_chunk_range(const outer_run_t *o, int c, int M, size_t *lo, size_t *hi) {
+    *lo = (size_t)((unsigned __int128)o->n * (unsigned)c / (unsigned)M);
+    *hi = (size_t)((unsigned __int128)o->n * (unsigned)(c + 1) / (unsigned)M);
+}
+
+static void s_diloco_begin(outer_run_t *o, uint64_t round) {
+    o->phase = PH_READY;
+    o->round = round;
+    o->reduced = 0;
+    int nv = s_view(o);
+    uint8_t msg[36];
+    s_put32(msg, o->post_steps);
+    memcpy(msg + 4, o->post_hash, 32);
+    const uint8_t *self = gossip_members_self_id(o->env.gm);
+    for (int i = 0; i < nv; i++)
+        if (memcmp(o->view[i], self, 32) != 0) s_send_msg(o, o->view[i], OUTER_MSG_READY, round, msg, sizeof msg);
+    o->ready_deadline_ms = o->t_begin_ms + (o->deadline_ms - o->t_begin_ms) / 2;
+}
+
+static int s_cmp_id(const void *a, const void *b) { return memcmp(a, b, 32); }
+
+// READY phase over: fix R (or decide to re-fetch) and send our parts.
+static void s_diloco_fix(outer_run_t *o) {
+    const uint8_t *self = gossip_members_self_id(o->env.gm);
+    // Candidates: us and every READY sender of this round.
+    int nc = 0;
+    uint8_t (*ids)[32] = o->view; // reuse as scratch
+    static uint8_t hashes[OUTER_MAX_MEMBERS][32];
+    static uint32_t steps[OUTER_MAX_MEMBERS];
+    memcpy(ids[nc], self, 32), memcpy(hashes[nc], o->post_hash, 32), steps[nc++] = o->post_steps;
+    for (int i = 0; i < o->npend && nc < OUTER_MAX_MEMBERS; i++) {
+        pend_t *p = &o->pend[i];
+        if (p->kind != P_READY || p->round != o->round) continue;
+        memcpy(ids[nc], p->peer, 32), memcpy(hashes[nc], p->hash, 32), steps[nc++] = p->steps;
+    }
+    // The majority anchor hash (ties: the smallest hash).
+    int best = 0, best_count = 0;
+    for (int i = 0; i < nc; i++) {
+        int c = 0;
+        for (int j = 0; j < nc; j++) c += !memcmp(hashes[i], hashes[j], 32);
+        if (c > best_count || (c == best_count && memcmp(hashes[i], hashes[best], 32) < 0)) best = i, best_count = c;
+    }
+    if (memcmp(hashes[best], o->post_hash, 32) != 0) {
+        // Our anchor is not the round's: fetch it from the majority member with the smallest id.
+        int donor = -1;
+        for (int i = 0; i < nc; i++)
+            if (!memcmp(hashes[i], hashes[best], 32) && (donor < 0 || memcmp(ids[i], ids[donor], 32) < 0)) donor = i;
+        memcpy(o->donor, ids[donor], 32);
+        char who[17];
+        s_short(o->donor, who);
+        log_warn("outer", "round %llu: our anchor differs from the majority's (%d of %d members): re-fetching it from %s",
+                 (unsigned long long)o->round, best_count, nc, who);
+        o->phase = PH_REFETCH;
+        s_send_msg(o, o->donor, OUTER_MSG_ANCHOR_REQ, o->round, NULL, 0);
+        return;
+    }
+    o->nm = 0;
+    for (int i = 0; i < nc; i++)
+        if (!memcmp(hashes[i], hashes[best], 32)) {
+            memcpy(o->mem[o->nm], ids[i], 32);
+            o->msteps[o->nm++] = steps[i];
+        }
+    // Sort R by id, carrying the steps along.
+    for (int i = 1; i < o->nm; i++)
+        for (int j = i; j > 0 && s_cmp_id(o->mem[j - 1], o->mem[j]) > 0; j--) {
+            uint8_t t[32];
+            memcpy(t, o->mem[j], 32), memcpy(o->mem[j], o->mem[j - 1], 32), memcpy(o->mem[j - 1], t, 32);
+            uint32_t s = o->msteps[j];
+            o->msteps[j] = o->msteps[j - 1], o->msteps[j - 1] = s;
+        }
+    for (int i = 0; i < o->nm; i++) {
+        o->mstate[i] = M_WAIT;
+        if (!memcmp(o->mem[i], self, 32)) o->self_k = i, o->mstate[i] = M_DONE;
+    }
+    // R-hash: SHA-256(round ‖ sorted ids).
+    size_t blen = 8 + 32 * (size_t)o->nm;
+    uint8_t *buf = malloc(blen);
+    if (buf) {
+        ckpt_put_u64(buf, o->round);
+        memcpy(buf + 8, o->mem, 32 * (size_t)o->nm);
+        net_sha256(buf, blen, o->rhash);
+        free(buf);
+    }
+    o->phase = PH_REDUCE;
+    uint8_t meta[36];
+    memcpy(meta, o->rhash, 32);
+    for (int c = 0; c < o->nm; c++) {
+        if (c == o->self_k) continue;
+        size_t lo, hi;
+        s_chunk_range(o, c, o->nm, &lo, &hi);
+        s_put32(meta + 32, (uint32_t)c);
+        int ok = s_send_msg(o, o->mem[c], OUTER_MSG_PART, o->round, meta, sizeof meta) == 0;
+        ok = ok && s_send_tensor(o, o->mem[c], (uint32_t)Q_PART << 24 | (uint32_t)c, o->round, o->codec,
+                                 o->delta + lo, hi - lo, o->ef ? o->resid + lo : NULL) == 0;
+        if (!ok) o->mstate[c] = M_GONE; // its chunk will not come back either
+    }
+}
+
+// The owner's reduce of its chunk, then the all-gather of the encoded result.
+static void s_diloco_reduce(outer_run_t *o) {
+    size_t lo, hi;
+    s_chunk_range(o, o->self_k, o->nm, &lo, &hi);
+    size_t len = hi - lo;
+    const float *xs[OUTER_MAX_MEMBERS];
+    double w[OUTER_MAX_MEMBERS];
+    int k = 0, expected = o->nm;
+    xs[k] = o->delta + lo;
+    w[k++] = o->msteps[o->self_k];
+    for (int j = 0; j < o->nm; j++) {
+        if (j == o->self_k) continue;
+        pend_t *m = s_pend_find(o, P_PARTMETA, o->mem[j], o->round, (uint32_t)o->self_k);
+        pend_t *d = s_pend_find(o, P_PART, o->mem[j], o->round, (uint32_t)o->self_k);
+        if (!m || !d) continue;
+        char who[17];
+        s_short(o->mem[j], who);
+        if (memcmp(m->hash, o->rhash, 32) != 0 || d->n != len || !s_finite(d->data, d->n)) {
+            log_warn("outer", "round %llu: rejected the part of %s (other round members, wrong size or not finite)",
+                     (unsigned long long)o->round, who);
+            o->st.rejected++;
+            continue;
+        }
+        xs[k] = d->data;
+        w[k++] = o->msteps[j];
+    }
+    double wsum = 0;
+    for (int i = 0; i < k; i++) wsum += w[i];
+    if (wsum <= 0) for (int i = 0; i < k; i++) w[i] = 1;
+    // The raw mean goes on the wire; the transfer encodes it chunk by chunk, and we apply exactly
+    // what the receivers will decode: the same encoding of the same values, split the same way.
+    float *raw = o->scratch + lo, *out = o->mean_delta + lo;
+    outer_weighted_mean(raw, xs, w, k, len);
+    size_t per = codec_chunk_elems(o->codec, o->chunk_bytes);
+    uint8_t *enc = malloc(codec_encoded_size(o->codec, per < len ? per : (len ? len : 1)));
+    for (size_t off = 0; off < len; off += per) {
+        size_t m = len - off < per ? len - off : per;
+        if (!enc || codec_encode(o->codec, raw + off, m, enc, out + off) != 0) memset(out + off, 0, m * sizeof(float));
+    }
+    free(enc);
+    o->res_contributors = k;
+    if (k < expected)
+        log_warn("outer", "round %llu: chunk %d reduced over %d of %d members", (unsigned long long)o->round, o->self_k,
+                 k, expected);
+    uint8_t meta[40];
+    memcpy(meta, o->rhash, 32);
+    s_put32(meta + 32, (uint32_t)o->self_k);
+    s_put32(meta + 36, (uint32_t)k);
+    for (int j = 0; j < o->nm; j++) {
+        if (j == o->self_k || o->mstate[j] == M_GONE) continue;
+        if (s_send_msg(o, o->mem[j], OUTER_MSG_REDUCED, o->round, meta, sizeof meta) != 0 ||
+            s_send_tensor(o, o->mem[j], (uint32_t)Q_RED << 24 | (uint32_t)o->self_k, o->round, o->codec, raw, len, NULL) != 0)
+            o->mstate[j] = M_GONE;
+    }
+    o->reduced = 1;
+}
+
+// Collects the reduced chunks that arrived. Returns 1 when every chunk is here.
+static int s_diloco_collect(outer_run_t *o) {
+    int all = 1;
+    for (int c = 0; c < o->nm; c++) {
+        if (c == o->self_k || o->mstate[c] == M_DONE) continue;
+        pend_t *m = s_pend_find(o, P_REDMETA, o->mem[c], o->round, (uint32_t)c);
+        pend_t *d = s_pend_find(o, P_RED, o->mem[c], o->round, (uint32_t)c);
+        size_t lo, hi;
+        s_chunk_range(o, c, o->nm, &lo, &hi);
+        if (m && d) {
+            if (memcmp(m->hash, o->rhash, 32) != 0 || d->n != hi - lo || !s_finite(d->data, d->n)) {
+                char who[17];
+                s_short(o->mem[c], who);
+                log_warn("outer", "round %llu: rejected chunk %d from %s", (unsigned long long)o->round, c, who);
+                o->st.rejected++;
+                s_pend_free(d);
+                d->kind = 0;
+                all = 0;
+                continue;
+            }
+            memcpy(o->mean_delta + lo, d->data, (hi - lo) * sizeof(float));
+            o->mstate[c] = M_DONE;
+            continue;
+        }
+        all = 0;
+    }
+    return all;
+}
+
+static void s_diloco_finish(outer_run_t *o) {
+    int missing = 0;
+    char *g = o->res_group;
+    g += sprintf(g, "[");
+    for (int c = 0; c < o->nm; c++) {
+        char who[17];
+        s_short(o->mem[c], who);
+        if (g - o->res_group < 16 * 20) g += sprintf(g, "%s\"%s\"", c ? "," : "", who);
+        if (c == o->self_k || o->mstate[c] == M_DONE) continue;
+        size_t lo, hi;
+        s_chunk_range(o, c, o->nm, &lo, &hi);
+        memset(o->mean_delta + lo, 0, (hi - lo) * sizeof(float)); // a missing chunk counts as zero
+        missing++;
+        log_warn("outer", "round %llu: chunk %d from %s missing at the deadline: counted as zero",
+                 (unsigned long long)o->round, c, who);
+    }
+    sprintf(g, "]");
+    if (!o->reduced) o->res_contributors = 1;
+    o->res_kind = RES_MEAN;
+    o->res_expected = o->nm;
+    o->res_short = missing > 0 || o->res_contributors < o->nm;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The exchange on the net thread
+
+static void s_begin(outer_run_t *o, uint64_t round, uint64_t now) {
+    o->t_begin_ms = now;
+    o->deadline_ms = now + s_deadline_span(o);
+    o->res_short = 0;
+    o->res_group[0] = '\0';
+    s_pend_drop_below(o, round);
+    if (o->diloco) s_diloco_begin(o, round);
+    else s_noloco_begin(o, round);
+}
+
+static void s_complete(outer_run_t *o, uint64_t now) {
+    const net_stats_t *s = net_node_stats(o->env.net);
+    pthread_mutex_lock(&o->mu);
+    o->res_round = o->round;
+    o->res_tx = s_outer_bytes(s, 0) - o->tx0;
+    o->res_rx = s_outer_bytes(s, 1) - o->rx0;
+    o->res_exchange_s = (double)(now - o->t_begin_ms) / 1000.0;
+    o->tx0 = s_outer_bytes(s, 0); // windows are contiguous: what arrives between rounds counts in the next
+    o->rx0 = s_outer_bytes(s, 1);
+    o->hist[o->nhist++ % HIST] = o->res_exchange_s;
+    o->posted = 0;
+    o->done = 1;
+    o->phase = PH_IDLE;
+    pthread_cond_signal(&o->cv);
+    pthread_mutex_unlock(&o->mu);
+}
+
+// A partner told us its round, or sent for a later one: move the exchange to that round.
+static void s_retarget(outer_run_t *o, uint64_t round, uint64_t now) {
+    log_info("outer", "round %llu: the group is at round %llu; joining it", (unsigned long long)o->round,
+             (unsigned long long)round);
+    s_begin(o, round, now);
+}
+
+static void s_serve_queued(outer_run_t *o);
+
+void outer_run_tick(outer_run_t *o, uint64_t now) {
+    if (o->nareq) s_serve_queued(o);
+    if (o->phase == PH_IDLE) {
+        pthread_mutex_lock(&o->mu);
+        int go = o->posted && !o->done;
+        pthread_mutex_unlock(&o->mu);
+        if (!go) return;
+        // Join a later round where partners already are (two or more rounds ahead: see the header).
+        uint64_t target = o->post_round;
+        if (o->round_hint >= target + 2) target = o->round_hint;
+        for (int i = 0; i < o->npend; i++) {
+            pend_t *p = &o->pend[i];
+            if ((p->kind == P_META || p->kind == P_READY) && p->round >= target + 2 &&
+                (o->diloco || s_in_group(o, p->peer, p->round)))
+                target = p->round;
+        }
+        if (target != o->post_round)
+            log_info("outer", "round %llu: partners are at round %llu; joining it", (unsigned long long)o->post_round,
+                     (unsigned long long)target);
+        s_begin(o, target, now);
+    }
+    int finished = 0;
+    switch (o->phase) {
+    case PH_NOLOCO: {
+        int waiting = 0;
+        for (int j = 0; j < o->nm; j++) {
+            if (o->mstate[j] != M_WAIT) continue;
+            if (!s_alive(o, o->mem[j])) {
+                char who[17];
+                s_short(o->mem[j], who);
+                log_warn("outer", "round %llu: %s is dead or left; the group shrinks", (unsigned long long)o->round, who);
+                o->mstate[j] = M_GONE;
+                continue;
+            }
+            if (s_pend_find(o, P_META, o->mem[j], o->round, 0) && s_pend_find(o, P_DELTA, o->mem[j], o->round, 0) &&
+                s_pend_find(o, P_DRIFT, o->mem[j], o->round, 0))
+                o->mstate[j] = M_DONE;
+            else
+                waiting++;
+        }
+        if (waiting && now >= o->deadline_ms) {
+            for (int j = 0; j < o->nm; j++)
+                if (o->mstate[j] == M_WAIT) {
+                    char who[17];
+                    s_short(o->mem[j], who);
+                    log_warn("outer", "round %llu: %s missed the deadline; the group shrinks", (unsigned long long)o->round, who);
+                    o->mstate[j] = M_GONE;
+                }
+            waiting = 0;
+        }
+        if (!waiting) {
+            s_noloco_finish(o);
+            o->res_short = o->res_contributors < o->res_expected;
+            finished = 1;
+        }
+        break;
+    }
+    case PH_READY: {
+        int nv = s_view(o), all = 1;
+        const uint8_t *self = gossip_members_self_id(o->env.gm);
+        for (int i = 0; i < nv && all; i++)
+            if (memcmp(o->view[i], self, 32) != 0 && !s_pend_find(o, P_READY, o->view[i], o->round, 0) &&
+                !s_pend_find(o, P_DECLINE, o->view[i], o->round, 0))
+                all = 0;
+        if (all || now >= o->ready_deadline_ms) s_diloco_fix(o);
+        if (o->phase != PH_REDUCE) break;
+    }
+    // fall through
+    case PH_REDUCE: {
+        if (!o->reduced) {
+            int parts = 1;
+            for (int j = 0; j < o->nm; j++)
+                if (j != o->self_k && (!s_pend_find(o, P_PARTMETA, o->mem[j], o->round, (uint32_t)o->self_k) ||
+                                       !s_pend_find(o, P_PART, o->mem[j], o->round, (uint32_t)o->self_k)))
+                    parts = 0;
+            uint64_t reduce_by = o->t_begin_ms + (o->deadline_ms - o->t_begin_ms) * 3 / 4;
+            if (parts || now >= reduce_by) s_diloco_reduce(o);
+        }
+        for (int j = 0; j < o->nm; j++)
+            if (j != o->self_k && o->mstate[j] == M_WAIT && !s_alive(o, o->mem[j])) o->mstate[j] = M_GONE;
+        if (!o->reduced) {
+            int parts = 1;
+            for (int j = 0; j < o->nm; j++)
+                if (j != o->self_k && o->mstate[j] != M_GONE &&
+                    (!s_pend_find(o, P_PARTMETA, o->mem[j], o->round, (uint32_t)o->self_k) ||
+                     !s_pend_find(o, P_PART, o->mem[j], o->round, (uint32_t)o->self_k)))
+                    parts = 0;
+            if (parts) s_diloco_reduce(o);
+        }
+        int gone_all = 1; // every chunk still missing is owned by a member that is gone
+        for (int c = 0; c < o->nm; c++)
+            if (c != o->self_k && o->mstate[c] == M_WAIT) gone_all = 0;
+        if (o->reduced && (s_diloco_collect(o) || gone_all || now >= o->deadline_ms)) {
+            s_diloco_finish(o);
+            finished = 1;
+        }
+        break;
+    }
+    case PH_REFETCH: {
+        pend_t *m = s_pend_find(o, P_ANCHORMETA, o->donor, o->round, 0);
+        pend_t *a = s_pend_find(o, P_ANCHOR, o->donor, o->round, 0);
+        pend_t *b = s_pend_find(o, P_MOM, o->donor, o->round, 0);
+        if (m && a && b && a->n == o->n && b->n == o->n && s_finite(a->data, a->n) && s_finite(b->data, b->n)) {
+            memcpy(o->mean_delta, a->data, o->n * sizeof(float));
+            memcpy(o->mean_phi, b->data, o->n * sizeof(float));
+            if (m->value > 0) o->round = m->value - 1; // the compute thread continues at the donor's next round
+            o->res_kind = RES_REFETCH;
+            o->res_contributors = 1;
+            o->res_expected = 1;
+            snprintf(o->res_group, sizeof o->res_group, "[]");
+            o->st.refetches++;
+            finished = 1;
+        } else if (now >= o->deadline_ms) {
+            log_warn("outer", "round %llu: the anchor did not arrive; applying our own pseudo-gradient alone",
+                     (unsigned long long)o->round);
+            memcpy(o->mean_delta, o->delta, o->n * sizeof(float));
+            o->res_kind = RES_MEAN;
+            o->res_contributors = 1;
+            o->res_expected = 1;
+            o->res_short = 1;
+            snprintf(o->res_group, sizeof o->res_group, "[]");
+            finished = 1;
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    if (finished) s_complete(o, now);
+}
+
+// Serves an anchor re-fetch for round `round` once we hold the anchor that round produced: a peer
+// left out of round r must enter r + 1 with the anchor every member of r ends with. Returns 1 when
+// served (or never servable), 0 when it must wait for our round to complete.
+static int s_serve_anchor(outer_run_t *o, const uint8_t to[32], uint64_t round) {
+    pthread_mutex_lock(&o->mu);
+    int ready = o->srv_valid && o->srv_next_round > round;
+    if (!ready) {
+        pthread_mutex_unlock(&o->mu);
+        return 0;
+    }
+    {
+        uint8_t meta[40];
+        ckpt_put_u64(meta, o->srv_next_round);
+        memcpy(meta + 8, o->srv_hash, 32);
+        char who[17];
+        s_short(to, who);
+        log_info("outer", "serving our anchor (next round %llu) to %s", (unsigned long long)o->srv_next_round, who);
+        if (s_send_msg(o, to, OUTER_MSG_ANCHOR, round, meta, sizeof meta) == 0 &&
+            s_send_tensor(o, to, (uint32_t)Q_ANCHOR << 24, round, CODEC_FP32, o->srv_phi, o->n, NULL) == 0)
+            s_send_tensor(o, to, (uint32_t)Q_MOM << 24, round, CODEC_FP32, o->srv_mom, o->n, NULL);
+    }
+    pthread_mutex_unlock(&o->mu);
+    return 1;
+}
+
+static void s_serve_queued(outer_run_t *o) {
+    for (int i = 0; i < o->nareq;) {
+        if (s_serve_anchor(o, o->areq[i].id, o->areq[i].round)) o->areq[i] = o->areq[--o->nareq];
+        else i++;
+    }
+}
+
+int outer_run_on_event(outer_run_t *o, net_event_t *ev, uint64_t now) {
+    if (ev->kind == NET_EV_TENSOR) {
+        int kind = (int)(ev->quantity >> 24);
+        uint32_t chunk = ev->quantity & 0xffffff;
+        static const int map[] = {0, P_DELTA, P_DRIFT, P_PART, P_RED, P_ANCHOR, P_MOM};
+        if (kind < Q_DELTA || kind > Q_MOM) return 0;
+        if (o->phase != PH_IDLE && ev->round < o->round) return 1; // stale
+        pend_t *p = s_pend_add(o, map[kind], ev->peer, ev->round, chunk);
+        p->data = ev->data;
+        p->n = ev->n;
+        ev->data = NULL;
+        return 1;
+    }
+    if (ev->kind != NET_EV_MESSAGE || ev->type < OUTER_MSG_FIRST || ev->type > OUTER_MSG_LAST) return 0;
+    const uint8_t *b = ev->payload;
+    size_t len = ev->len;
+    uint64_t r = ev->round;
+    uint64_t mine = o->phase != PH_IDLE ? o->round : atomic_load(&o->cur_round);
+    char who[17];
+    s_short(ev->peer, who);
+    switch (ev->type) {
+    case OUTER_MSG_META:
+    case OUTER_MSG_READY: {
+        int ready = ev->type == OUTER_MSG_READY;
+        if (len != (ready ? 36u : 4u)) break;
+        if (r < mine) { // it waits for a round we passed: tell it where we are
+            uint8_t m[8];
+            ckpt_put_u64(m, mine);
+            s_send_msg(o, ev->peer, OUTER_MSG_ROUND_IS, r, m, sizeof m);
+            break;
+        }
+        pend_t *p = s_pend_add(o, ready ? P_READY : P_META, ev->peer, r, 0);
+        p->steps = s_get32(b);
+        if (ready) memcpy(p->hash, b + 4, 32);
+        if (o->phase == PH_IDLE) {
+            // Pacing: a partner is ready for our round or a later one; end ours after this step.
+            if (ready || s_in_group(o, ev->peer, r)) {
+                uint64_t want = r + 1, cur = atomic_load(&o->ready_above);
+                while (cur < want && !atomic_compare_exchange_weak(&o->ready_above, &cur, want)) {}
+            }
+        } else if (r >= o->round + 2 && (ready || s_in_group(o, ev->peer, r))) {
+            s_retarget(o, r, now);
+        }
+        break;
+    }
+    case OUTER_MSG_PART:
+    case OUTER_MSG_REDUCED: {
+        int red = ev->type == OUTER_MSG_REDUCED;
+        if (len != (red ? 40u : 36u) || r < mine) break;
+        pend_t *p = s_pend_add(o, red ? P_REDMETA : P_PARTMETA, ev->peer, r, s_get32(b + 32));
+        memcpy(p->hash, b, 32);
+        if (red) p->contributors = s_get32(b + 36);
+        if (o->phase == PH_REDUCE && r == o->round && memcmp(b, o->rhash, 32) != 0) {
+            // It counts other members in this round than we do: it is not in ours. Its chunk will not
+            // come; the other members of our round see the same and count it as zero too.
+            for (int j = 0; j < o->nm; j++)
+                if (j != o->self_k && !memcmp(o->mem[j], ev->peer, 32) && o->mstate[j] == M_WAIT) {
+                    log_warn("outer", "round %llu: %s counts other members in this round; leaving it out",
+                             (unsigned long long)o->round, who);
+                    o->mstate[j] = M_GONE;
+                }
+        }
+        break;
+    }
+    case OUTER_MSG_ROUND_IS: {
+        if (len != 8) break;
+        uint64_t theirs = ckpt_get_u64(b);
+        if (theirs > o->round_hint) o->round_hint = theirs;
+        if (o->phase == PH_IDLE) break;
+        if (o->phase == PH_READY) s_pend_add(o, P_DECLINE, ev->peer, r, 0);
+        for (int j = 0; j < o->nm; j++)
+            if (!memcmp(o->mem[j], ev->peer, 32) && o->mstate[j] == M_WAIT && o->phase == PH_NOLOCO &&
+                !(s_pend_find(o, P_META, ev->peer, o->round, 0) && s_pend_find(o, P_DELTA, ev->peer, o->round, 0) &&
+                  s_pend_find(o, P_DRIFT, ev->peer, o->round, 0))) {
+                log_info("outer", "round %llu: %s is at round %llu and leaves our group",
+                         (unsigned long long)o->round, who, (unsigned long long)theirs);
+                o->mstate[j] = M_GONE;
+            }
+        if (theirs >= o->round + 2 && o->phase != PH_REFETCH) s_retarget(o, theirs, now);
+        break;
+    }
+    case OUTER_MSG_ANCHOR_REQ:
+        if (!o->diloco || s_serve_anchor(o, ev->peer, r)) break;
+        for (int i = 0; i < o->nareq; i++)
+            if (!memcmp(o->areq[i].id, ev->peer, 32)) {
+                o->areq[i].round = r;
+                goto queued;
+            }
+        if (o->nareq < 16) {
+            memcpy(o->areq[o->nareq].id, ev->peer, 32);
+            o->areq[o->nareq++].round = r;
+        }
+    queued:
+        break;
+    case OUTER_MSG_ANCHOR: {
+        if (len != 40) break;
+        pend_t *p = s_pend_add(o, P_ANCHORMETA, ev->peer, r, 0);
+        p->value = ckpt_get_u64(b);
+        memcpy(p->hash, b + 8, 32);
+        break;
+    }
+    default:
+        break;
+    }
+    return 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setup
+
+outer_run_t *outer_run_new(const outer_env_t *env, char *err, size_t errlen) {
+    outer_run_t *o = calloc(1, sizeof *o);
+    if (!o) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    o->env = *env;
+    o->cfg = *env->cfg;
+    o->diloco = !strcmp(o->cfg.outer_algorithm, "diloco");
+    o->codec = codec_from_name(o->cfg.outer_codec);
+    o->ef = o->cfg.error_feedback && codec_is_lossy(o->codec);
+    o->chunk_bytes = (size_t)o->cfg.chunk_size;
+    o->hp.lr = o->cfg.outer_lr;
+    o->hp.momentum = o->cfg.outer_momentum >= 0 ? o->cfg.outer_momentum : o->diloco ? 0.9f : 0.5f;
+    o->hp.gap_penalty = 1.0f;
+    o->hp.clip = 0.0f;
+    pthread_mutex_init(&o->mu, NULL);
+    pthread_cond_init(&o->cv, NULL);
+    o->pend = calloc(PEND_MAX, sizeof *o->pend);
+    o->mem = calloc(OUTER_MAX_MEMBERS, 32);
+    o->view = calloc(OUTER_MAX_MEMBERS, 32);
+    o->mstate = calloc(OUTER_MAX_MEMBERS, sizeof *o->mstate);
+    o->msteps = calloc(OUTER_MAX_MEMBERS, sizeof *o->msteps);
+    o->group_of = calloc(OUTER_MAX_MEMBERS, sizeof *o->group_of);
+    if (!o->pend || !o->mem || !o->view || !o->mstate || !o->msteps || !o->group_of || o->codec < 0) {
+        snprintf(err, errlen, o->codec < 0 ? "unknown codec" : "out of memory");
+        outer_run_destroy(&o);
+        return NULL;
+    }
+    return o;
+}
+
+void outer_run_destroy(outer_run_t **self_p) {
+    if (!self_p || !*self_p) return;
+    outer_run_t *o = *self_p;
+    for (int i = 0; i < o->npend; i++) s_pend_free(&o->pend[i]);
+    free(o->pend);
+    free(o->mem);
+    free(o->view);
+    free(o->mstate);
+    free(o->msteps);
+    free(o->group_of);
+    float *bufs[] = {o->phi, o->mom, o->phi0, o->delta, o->drift, o->resid, o->mean_delta, o->mean_phi,
+                     o->scratch, o->srv_phi, o->srv_mom};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    pthread_mutex_destroy(&o->mu);
+    pthread_cond_destroy(&o->cv);
+    free(o);
+    *self_p = NULL;
+}
+
+void outer_run_stats(const outer_run_t *o, outer_stats_t *out) { *out = o->st; }
+
+// ---------------------------------------------------------------------------------------------
+// The compute thread
+
+static void s_ckpt_extra(void *ctx, ckpt_t *c) {
+    outer_run_t *o = ctx;
+    static uint8_t state[16];
+    ckpt_put_u64(state, atomic_load(&o->cur_round));
+    ckpt_put_u64(state + 8, o->st.rounds);
+    ckpt_add(c, "anchor", o->phi, o->n * sizeof(float));
+    ckpt_add(c, "outer_momentum", o->mom, o->n * sizeof(float));
+    ckpt_add(c, "outer_state", state, sizeof state);
+    if (o->resid) ckpt_add(c, "outer_residual", o->resid, o->n * sizeof(float));
+}
+
+static int s_ckpt_restore(void *ctx, const ckpt_t *c, char *err, size_t errlen) {
+    outer_run_t *o = ctx;
+    size_t la = 0, lm = 0, ls = 0, lr = 0;
+    const uint8_t *a = ckpt_get(c, "anchor", &la), *m = ckpt_get(c, "outer_momentum", &lm);
+    const uint8_t *s = ckpt_get(c, "outer_state", &ls), *r = ckpt_get(c, "outer_residual", &lr);
+    if (!a) { // a `loco train` checkpoint: start the outer loop from its weights
+        log_info("outer", "checkpoint has no outer state: its weights become the anchor");
+        return 0;
+    }
+    size_t nb = o->n * sizeof(float);
+    if (la != nb || !m || lm != nb || !s || ls != 16) {
+        snprintf(err, errlen, "checkpoint's outer state has the wrong size");
+        return -1;
+    }
+    memcpy(o->phi, a, nb);
+    memcpy(o->mom, m, nb);
+    atomic_store(&o->cur_round, ckpt_get_u64(s));
+    o->st.rounds = ckpt_get_u64(s + 8);
+    if (o->resid && r && lr == nb) memcpy(o->resid, r, nb);
+    o->restored_outer = 1;
+    return 1;
+}
+
+static int s_resume_extra(void *ctx, const ckpt_t *c, char *err, size_t errlen) {
+    return s_ckpt_restore(ctx, c, err, errlen) < 0 ? -1 : 0;
+}
+
+static void s_sha_hex16(const float *x, size_t n, char out[17], uint8_t full[32]) {
+    uint8_t h[32];
+    net_sha256(x, n * sizeof(float), h);
+    if (full) memcpy(full, h, 32);
+    s_hex(h, 8, out);
+}
+
+// Publishes the anchor just completed, for peers that re-fetch.
+static void s_serve_update(outer_run_t *o, uint64_t next_round, const uint8_t hash[32]) {
+    if (!o->diloco) return;
+    pthread_mutex_lock(&o->mu);
+    memcpy(o->srv_phi, o->phi, o->n * sizeof(float));
+    memcpy(o->srv_mom, o->mom, o->n * sizeof(float));
+    o->srv_next_round = next_round;
+    memcpy(o->srv_hash, hash, 32);
+    o->srv_valid = 1;
+    pthread_mutex_unlock(&o->mu);
+}
+
+int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
+    char err[1536];
+    size_t n = t->model->num_params, nb = n * sizeof(float);
+    o->n = n;
+    float **bufs[] = {&o->phi,     &o->mom,     &o->phi0,    &o->delta,  &o->drift,
+                      &o->mean_delta, &o->mean_phi, &o->scratch, &o->srv_phi, &o->srv_mom};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        *bufs[i] = calloc(n, sizeof(float));
+        if (!*bufs[i]) {
+            log_error("outer", "out of memory for the outer state (%zu parameters)", n);
+            return 1;
+        }
+    }
+    if (o->ef && !(o->resid = calloc(n, sizeof(float)))) {
+        log_error("outer", "out of memory");
+        return 1;
+    }
+    // Every peer starts from the same weights ([train] seed): log their hash so that it can be checked.
+    memcpy(o->phi0, t->model->params, nb);
+    char h16[17];
+    uint8_t h[32];
+    s_sha_hex16(o->phi0, n, h16, h);
+    char full[65];
+    s_hex(h, 32, full);
+    log_info("outer", "initial parameters sha256 %s", full);
+    memcpy(o->phi, t->model->params, nb);
+
+    int resumed = 0;
+    if (train_resume_ex(t, &resumed, s_resume_extra, o, err, sizeof err) != 0) {
+        log_error("train", "%s", err);
+        return 1;
+    }
+    if (resumed && !o->restored_outer) memcpy(o->phi, t->model->params, nb);
+    uint64_t round = atomic_load(&o->cur_round);
+    log_info("outer", "%s, H = %lld, η = %g, μ = %g, codec %s%s, %s at round %llu", o->cfg.outer_algorithm,
+             (long long)o->cfg.inner_steps, o->hp.lr, o->hp.momentum, codec_name(o->codec),
+             o->ef ? " + error feedback" : "", resumed ? "resuming" : "starting", (unsigned long long)round);
+    o->waker = net_waker_new(o->env.net);
+
+    train_ctx_t x;
+    train_ctx_init(&x, t, o->env.mx, stop);
+    x.final_checkpoint = 0;
+    x.ckpt_extra = s_ckpt_extra;
+    x.ckpt_ctx = o;
+    int rc = 0;
+    uint64_t total = (uint64_t)t->cfg.steps, H = (uint64_t)o->cfg.inner_steps;
+    double wait_total = 0;
+    while (t->step < total && !*stop && rc == 0) {
+        atomic_store(&o->cur_round, round);
+        uint64_t h = 0;
+        int early = 0;
+        snprintf(x.status, sizeof x.status, " | outer %llu", (unsigned long long)round);
+        while (t->step < total && h < H && !*stop) {
+            if (h > 0 && atomic_load(&o->ready_above) > round) {
+                early = 1;
+                break;
+            }
+            if ((rc = train_step_logged(t, &x)) != 0) break;
+            h++;
+        }
+        if (rc || *stop || h == 0) break;
+        if (early) o->st.early_ends++;
+
+        // Contribution: Δ = φ − θ (and the anchor drift φ − φ₀ for NoLoCo), a copy the net thread owns
+        // until the result comes back.
+        if (trainer_sync(t, 0, err, sizeof err) != 0) {
+            log_error("outer", "%s", err);
+            rc = 1;
+            break;
+        }
+        const float *theta = t->model->params;
+        for (size_t i = 0; i < n; i++) o->delta[i] = o->phi[i] - theta[i];
+        if (!o->diloco)
+            for (size_t i = 0; i < n; i++) o->drift[i] = o->phi[i] - o->phi0[i];
+        uint8_t ahash[32];
+        char a16[17];
+        s_sha_hex16(o->phi, n, a16, ahash);
+        double w0 = metrics_mono();
+        pthread_mutex_lock(&o->mu);
+        o->post_round = round;
+        o->post_steps = (uint32_t)h;
+        memcpy(o->post_hash, ahash, 32);
+        o->posted = 1;
+        o->done = 0;
+        pthread_mutex_unlock(&o->mu);
+        net_waker_wake(o->waker);
+        pthread_mutex_lock(&o->mu);
+        while (!o->done && !*stop) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 100 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+            pthread_cond_timedwait(&o->cv, &o->mu, &ts);
+        }
+        int got = o->done;
+        if (!got) o->abandoned = 1;
+        pthread_mutex_unlock(&o->mu);
+        double waited = metrics_mono() - w0;
+        wait_total += waited;
+        if (!got) break; // stopped while the exchange ran: leave without an outer step
+
+        // The outer step.
+        uint64_t used = o->res_round;
+        const char *how = "mean";
+        if (o->res_kind == RES_REFETCH) {
+            memcpy(o->phi, o->mean_delta, nb);
+            memcpy(o->mom, o->mean_phi, nb);
+            how = "refetch";
+        } else if (o->diloco) {
+            outer_diloco_step(o->phi, o->mom, o->mean_delta, n, &o->hp);
+        } else {
+            outer_noloco_step(o->phi, o->mom, o->mean_delta, o->mean_phi, n, &o->hp);
+        }
+        if (!s_finite(o->phi, n)) {
+            log_error("outer", "round %llu: the anchor is not finite after the outer step; stopping with the last checkpoint",
+                      (unsigned long long)used);
+            rc = 1;
+            break;
+        }
+        memcpy(t->model->params, o->phi, nb);
+        if (trainer_sync(t, 1, err, sizeof err) != 0) {
+            log_error("outer", "%s", err);
+            rc = 1;
+            break;
+        }
+        round = used + 1;
+        atomic_store(&o->cur_round, round);
+        o->st.rounds++;
+        o->st.bytes_sent += o->res_tx;
+        o->st.bytes_recv += o->res_rx;
+        if (o->res_short) o->st.short_rounds++;
+        s_sha_hex16(o->phi, n, a16, ahash);
+        s_serve_update(o, round, ahash);
+        double wall = metrics_mono() - x.t_start;
+        double util = wall > 0 ? x.compute_s / wall : 0;
+        if (x.tty) fputc('\n', stderr);
+        log_info("outer", "round %llu %s: %d of %d contributed, %llu inner steps%s, sent %.2f MB, received %.2f MB, "
+                 "exchange %.2fs, anchor %s, utilisation %.1f%%%s", (unsigned long long)used, how, o->res_contributors,
+                 o->res_expected, (unsigned long long)h, early ? " (ended early)" : "", o->res_tx / 1e6,
+                 o->res_rx / 1e6, o->res_exchange_s, a16, 100 * util, o->res_short ? " (short round)" : "");
+        metrics_write(o->env.mx, "outer", t->step,
+                      "\"round\":%llu,\"algorithm\":\"%s\",\"result\":\"%s\",\"group\":%s,\"contributors\":%d,"
+                      "\"expected\":%d,\"steps\":%llu,\"early\":%s,\"short\":%s,\"bytes_sent\":%llu,\"bytes_recv\":%llu,"
+                      "\"total_bytes_sent\":%llu,\"total_bytes_recv\":%llu,\"exchange_s\":%.3f,\"wait_s\":%.3f,"
+                      "\"anchor\":\"%s\",\"utilisation\":%.4f,\"compute_s\":%.3f,\"wall_s\":%.3f",
+                      (unsigned long long)used, o->cfg.outer_algorithm, how, o->res_group[0] ? o->res_group : "[]",
+                      o->res_contributors, o->res_expected, (unsigned long long)h, early ? "true" : "false",
+                      o->res_short ? "true" : "false", (unsigned long long)o->res_tx, (unsigned long long)o->res_rx,
+                      (unsigned long long)o->st.bytes_sent, (unsigned long long)o->st.bytes_recv, o->res_exchange_s,
+                      waited, a16, util, x.compute_s, wall);
+        if (x.tty) fputc('\n', stderr);
+    }
+    if (rc == 0 && !*stop && t->step >= total) {
+        if (t->cfg.eval_every > 0) {
+            float vl = trainer_eval(t, t->cfg.eval_batches);
+            if (vl >= 0) {
+                log_info("train", "step %llu val_loss %.4f (anchor after the last outer step)", (unsigned long long)t->step, vl);
+                metrics_write(o->env.mx, "eval", t->step, "\"val_loss\":%.6f,\"elapsed_s\":%.3f,\"anchor\":true", vl,
+                              metrics_mono() - x.t_start);
+            }
+        }
+        if (train_save(t, &x, err, sizeof err) != 0) {
+            log_error("train", "checkpoint failed: %s", err);
+            rc = 1;
+        }
+    }
+    rc = train_finish(t, &x, rc);
+    double wall = metrics_mono() - x.t_start;
+    log_info("outer", "%llu outer steps (%llu short, %llu ended early, %llu re-fetches, %llu rejected); sent %.2f MB, "
+             "received %.2f MB; compute utilisation %.1f%%, waited %.1fs",
+             (unsigned long long)o->st.rounds, (unsigned long long)o->st.short_rounds, (unsigned long long)o->st.early_ends,
+             (unsigned long long)o->st.refetches, (unsigned long long)o->st.rejected, o->st.bytes_sent / 1e6,
+             o->st.bytes_recv / 1e6, wall > 0 ? 100 * x.compute_s / wall : 0, wait_total);
+    net_waker_destroy(&o->waker);
+    return rc;
+}
