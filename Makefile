@@ -138,11 +138,11 @@ clean:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
-# The README's main job: prepare the default corpus (Debian's fortunes) and train on it.
-DEMO_DATA := build/data/fortunes
+# The README's main job: a swarm of four peers on this machine (loco swarm prepares the default
+# corpus, Debian's fortunes, into build/data/fortunes when it is missing), then a sample of what
+# peer 0 learned. The single-node alternative: build/loco train -c deploy/demo.ini
 demo: $(BIN)
-	@[ -f $(DEMO_DATA)/train_000.bin ] || $(BIN) data --input /usr/share/games/fortunes --out $(DEMO_DATA)
-	$(BIN) train -c deploy/demo.ini
-	@echo "--- a sample from the trained model:"
-	@$(BIN) sample --checkpoint build/checkpoints --prompt "The " --tokens 300 --seed 1
+	$(BIN) swarm
+	@echo "--- a sample from peer 0's model:"
+	@$(BIN) sample --checkpoint build/swarm/peer-0/checkpoints --prompt "The " --tokens 300 --seed 1
 .PHONY: demo
