@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "net/fingerprint.h"
 #include "node/log.h"
@@ -59,6 +60,7 @@ struct outer_run_t {
     char res_group[16 * 20 + 64];
     _Atomic uint64_t cur_round;    // the round the compute thread is running
     _Atomic uint64_t ready_above;  // > cur_round: a partner is ready, end the round (pacing)
+    atomic_int view_n, training;   // training members in view (until training starts)
     net_waker_t *waker;
 
     // Buffers: allocated by the compute thread before its first post; the net thread reads phi,
@@ -73,12 +75,13 @@ struct outer_run_t {
     int restored_outer;            // the resumed checkpoint held an outer state
     struct { uint8_t id[32]; uint64_t round; } areq[16]; // re-fetches waiting for our round to complete
     int nareq;
+    useconds_t step_delay_us;      // LOCO_TEST_STEP_DELAY_MS (tests: a peer k× slower)
 
     // Net thread: the exchange in progress.
     int phase;
     uint64_t round, t_begin_ms, deadline_ms, ready_deadline_ms;
     uint8_t (*mem)[32];            // group partners (NoLoCo) or R (DiLoCo, self included)
-    int nm, self_k, reduced;
+    int nm, self_k, reduced, ready_expected;
     int *mstate;
     uint32_t *msteps;
     uint8_t rhash[32];
@@ -341,6 +344,7 @@ static void s_diloco_begin(outer_run_t *o, uint64_t round) {
     o->round = round;
     o->reduced = 0;
     int nv = s_view(o);
+    o->ready_expected = nv;
     uint8_t msg[36];
     s_put32(msg, o->post_steps);
     memcpy(msg + 4, o->post_hash, 32);
@@ -413,6 +417,11 @@ static void s_diloco_fix(outer_run_t *o) {
         memcpy(buf + 8, o->mem, 32 * (size_t)o->nm);
         net_sha256(buf, blen, o->rhash);
         free(buf);
+    }
+    if (o->nm < o->ready_expected) {
+        log_warn("outer", "round %llu: %d of the %d members in view take part (the others were not ready in time, "
+                 "dead, or on another anchor)", (unsigned long long)o->round, o->nm, o->ready_expected);
+        o->res_short = 1;
     }
     o->phase = PH_REDUCE;
     uint8_t meta[36];
@@ -535,7 +544,7 @@ static void s_diloco_finish(outer_run_t *o) {
     if (!o->reduced) o->res_contributors = 1;
     o->res_kind = RES_MEAN;
     o->res_expected = o->nm;
-    o->res_short = missing > 0 || o->res_contributors < o->nm;
+    o->res_short |= missing > 0 || o->res_contributors < o->nm;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -579,6 +588,7 @@ static void s_serve_queued(outer_run_t *o);
 
 void outer_run_tick(outer_run_t *o, uint64_t now) {
     if (o->nareq) s_serve_queued(o);
+    if (!atomic_load(&o->training)) atomic_store(&o->view_n, s_view(o));
     if (o->phase == PH_IDLE) {
         pthread_mutex_lock(&o->mu);
         int go = o->posted && !o->done;
@@ -586,7 +596,7 @@ void outer_run_tick(outer_run_t *o, uint64_t now) {
         if (!go) return;
         // Join a later round where partners already are (two or more rounds ahead: see the header).
         uint64_t target = o->post_round;
-        if (o->round_hint >= target + 2) target = o->round_hint;
+        if (o->round_hint > target) target = o->round_hint; // a partner told us it is past our round
         for (int i = 0; i < o->npend; i++) {
             pend_t *p = &o->pend[i];
             if ((p->kind == P_META || p->kind == P_READY) && p->round >= target + 2 &&
@@ -818,7 +828,8 @@ int outer_run_on_event(outer_run_t *o, net_event_t *ev, uint64_t now) {
                          (unsigned long long)o->round, who, (unsigned long long)theirs);
                 o->mstate[j] = M_GONE;
             }
-        if (theirs >= o->round + 2 && o->phase != PH_REFETCH) s_retarget(o, theirs, now);
+        // It is past our round for good: move to its round (everyone converges on the latest round).
+        if (theirs > o->round && o->phase != PH_REFETCH) s_retarget(o, theirs, now);
         break;
     }
     case OUTER_MSG_ANCHOR_REQ:
@@ -866,6 +877,8 @@ outer_run_t *outer_run_new(const outer_env_t *env, char *err, size_t errlen) {
     o->hp.momentum = o->cfg.outer_momentum >= 0 ? o->cfg.outer_momentum : o->diloco ? 0.9f : 0.5f;
     o->hp.gap_penalty = 1.0f;
     o->hp.clip = 0.0f;
+    const char *delay = getenv("LOCO_TEST_STEP_DELAY_MS");
+    if (delay && atoi(delay) > 0) o->step_delay_us = (useconds_t)atoi(delay) * 1000;
     pthread_mutex_init(&o->mu, NULL);
     pthread_cond_init(&o->cv, NULL);
     o->pend = calloc(PEND_MAX, sizeof *o->pend);
@@ -1002,6 +1015,18 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
              o->ef ? " + error feedback" : "", resumed ? "resuming" : "starting", (unsigned long long)round);
     o->waker = net_waker_new(o->env.net);
 
+    // A peer with somewhere to join first joins (bounded): training alone while the swarm is a few
+    // hundred milliseconds away only makes its first rounds solo.
+    if (o->env.has_contacts) {
+        uint64_t t0 = s_mono_ms(), limit = 10 * (uint64_t)o->cfg.gossip_period_ms;
+        if (limit < 5000) limit = 5000;
+        while (!*stop && atomic_load(&o->view_n) < 2 && s_mono_ms() - t0 < limit) usleep(20000);
+        if (atomic_load(&o->view_n) < 2)
+            log_warn("outer", "no other training member in view after %.1fs: starting alone", (double)limit / 1000);
+        else
+            log_info("outer", "%d training members in view: starting", atomic_load(&o->view_n));
+    }
+    atomic_store(&o->training, 1);
     train_ctx_t x;
     train_ctx_init(&x, t, o->env.mx, stop);
     x.final_checkpoint = 0;
@@ -1021,6 +1046,7 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
                 break;
             }
             if ((rc = train_step_logged(t, &x)) != 0) break;
+            if (o->step_delay_us) usleep(o->step_delay_us); // test hook: a slower peer
             h++;
         }
         if (rc || *stop || h == 0) break;

@@ -73,6 +73,7 @@ typedef struct {
     // Dials a member this node has no connection to (run.c: by its record's endpoint). 0 or -1.
     int (*connect)(void *ctx, const uint8_t id[32]);
     void *ctx;
+    int has_contacts;           // seeds or a peer cache: wait (bounded) to join before training
 } outer_env_t;
 
 outer_run_t *outer_run_new(const outer_env_t *env, char *err, size_t errlen);

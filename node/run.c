@@ -495,7 +495,7 @@ static int s_setup(run_t *r, const loco_config_t *cfg, char *err, size_t errlen)
     }
     if (cfg->steps > 0) {
         outer_env_t env = {.cfg = &r->cfg, .net = r->net, .gm = r->gm, .mx = &r->mx, .fp = r->fp,
-                           .connect = s_connect_member, .ctx = r};
+                           .connect = s_connect_member, .ctx = r, .has_contacts = r->n_seeds > 0 || nc > 0};
         r->outer = outer_run_new(&env, err, errlen);
         if (!r->outer) return -1;
     }
