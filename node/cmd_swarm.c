@@ -334,6 +334,8 @@ static void s_row(const peer_t *p, int k, long long steps, char *buf, size_t len
 // ---------------------------------------------------------------------------------------------
 // The peers' processes
 
+// Forks and execs `loco run -c DIR/peer-K/node.ini`. The child leaves with _exit (not exit: the
+// launcher's stdio buffers and atexit handlers belong to the launcher). Returns the pid or -1.
 static pid_t s_spawn(const peer_t *p, int resume) {
     pid_t parent = getpid();
     pid_t pid = fork();
@@ -348,7 +350,7 @@ static pid_t s_spawn(const peer_t *p, int resume) {
         _exit(127);
     signal(SIGPIPE, SIG_DFL);
     char *argv[] = {"loco", "run", "-c", (char *)p->ini, NULL};
-    execv("/proc/self/exe", argv);
+    execv("/proc/self/exe", argv); // this very binary, even if build/loco was rebuilt meanwhile
     fprintf(stderr, "loco swarm: cannot start /proc/self/exe: %s\n", strerror(errno));
     _exit(127);
 }
@@ -534,9 +536,10 @@ static int s_summary(peer_t *peers, int n, const char *dir, const loco_config_t 
 
     s_fmt_time(t, sizeof t, wall);
     printf("\nloco swarm: %d peers, %s%s\n", n, t, stopped ? " (stopped before the end: continue with --resume)" : "");
-    printf("validation loss of each peer's newest checkpoint (%s), %d windows of %d tokens:\n",
-           anchors == nck && nck > 0 ? "its anchor φ" : anchors == 0 ? "local weights θ" : "anchor φ where present",
-           cfg->eval_batches, cfg->model.seq_len);
+    if (nck == 0) printf("no peer wrote a checkpoint: nothing to evaluate\n");
+    else printf("validation loss of each peer's newest checkpoint (%s), %d windows of %d tokens:\n",
+                anchors == nck ? "its anchor φ" : anchors == 0 ? "local weights θ" : "anchor φ where present",
+                cfg->eval_batches, cfg->model.seq_len);
     printf("peer id                 steps  val_loss  train_loss       sent  utilisation  exit\n");
     for (int k = 0; k < n; k++) {
         const peer_t *p = &peers[k];
@@ -553,7 +556,7 @@ static int s_summary(peer_t *peers, int n, const char *dir, const loco_config_t 
                s_state(p, st, sizeof st));
     }
     if (mean_val >= 0) printf("averaged model (mean of %d checkpoints): val_loss %.4f\n", nck, mean_val);
-    else printf("averaged model (mean of %d checkpoints): val_loss -\n", nck);
+    else if (nck > 0) printf("averaged model (mean of %d checkpoints): val_loss -\n", nck);
     if (nck > 1) printf("the averaged model as safetensors: loco export %s/peer-*/checkpoints --out model.safetensors\n", dir);
     fflush(stdout);
     return rc;
@@ -710,6 +713,7 @@ int cmd_swarm(int argc, char **argv) {
     static peer_t peers[SWARM_MAX_PEERS];
     memset(peers, 0, sizeof peers);
     char dir[CONFIG_PATH_MAX];
+    err[0] = '\0';
     if (s_mkdirs(out, err, sizeof err) != 0 || !realpath(out, dir)) {
         if (!err[0]) snprintf(err, sizeof err, "%s: %s", out, strerror(errno));
         fprintf(stderr, "loco swarm: %s\n", err);
