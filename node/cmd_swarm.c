@@ -82,7 +82,8 @@ typedef struct {
     int status;            // waitpid status once reaped
     int reaped;
     long moff;             // bytes of metrics.jsonl consumed
-    long long step, round; // -1 = none seen
+    long long step;        // inner steps; -1 = none seen
+    long long outer;       // outer steps completed: the last outer record's round + 1 (0-based t)
     double loss, val_loss; // < 0 = none seen
     double sent, util;     // from outer records; < 0 = none
     double busy_s, elapsed_s; // step records of the latest process: seconds in steps, since start
@@ -252,7 +253,7 @@ static void s_metrics_line(peer_t *p, const char *line, double tok_per_step) {
     } else if (strstr(line, "\"kind\":\"eval\"")) {
         if (s_json_num(line, "val_loss", &v) == 0) p->val_loss = v;
     } else if (strstr(line, "\"kind\":\"outer\"")) {
-        if (s_json_num(line, "round", &v) == 0) p->round = (long long)v;
+        if (s_json_num(line, "round", &v) == 0) p->outer = (long long)v + 1;
         if (s_json_num(line, "total_bytes_sent", &v) == 0) p->sent = v;
         if (s_json_num(line, "utilisation", &v) == 0) p->util = v;
     }
@@ -322,8 +323,8 @@ static void s_row(const peer_t *p, int k, long long steps, char *buf, size_t len
     else snprintf(step, sizeof step, "%lld/%lld", p->step, steps);
     s_fmt_num(loss, sizeof loss, "%.4f", p->loss);
     s_fmt_num(val, sizeof val, "%.4f", p->val_loss);
-    if (p->round < 0) snprintf(round, sizeof round, "-");
-    else snprintf(round, sizeof round, "%lld", p->round);
+    if (p->outer < 0) snprintf(round, sizeof round, "-");
+    else snprintf(round, sizeof round, "%lld", p->outer);
     s_fmt_bytes(sent, sizeof sent, p->sent);
     snprintf(buf, len, "%-4d %.16s %13s %8s %8s %6s %10s  %s", k, p->id, step, loss, val, round, sent,
              s_state(p, st, sizeof st));
@@ -738,7 +739,7 @@ int cmd_swarm(int argc, char **argv) {
     for (int k = 0; k < n; k++) fds[k] = -1;
     for (int k = 0; k < n && rc == 0; k++) {
         peer_t *p = &peers[k];
-        p->step = p->round = -1;
+        p->step = p->outer = -1;
         p->loss = p->val_loss = p->sent = p->util = -1;
         char name[32];
         snprintf(name, sizeof name, "peer-%d", k);
