@@ -56,6 +56,15 @@ int cli_load_config(loco_config_t *cfg, int argc, char **argv, int require_file)
         return 2;
     }
     for (int i = 0; i < argc; i++) {
+        if (argv[i] && !strcmp(argv[i], "--init")) { // sugar for --set train.init=FILE
+            if (i + 1 >= argc || !argv[i + 1]) {
+                fprintf(stderr, "loco: --init needs a safetensors file\n");
+                return 2;
+            }
+            snprintf(cfg->init, sizeof cfg->init, "%s", argv[i + 1]);
+            argv[i] = argv[i + 1] = NULL;
+            continue;
+        }
         if (argv[i] && !strcmp(argv[i], "--set")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "loco: --set needs section.key=value\n");

@@ -10,6 +10,7 @@
 #include "model/rng.h"
 #include "node/checkpoint.h"
 #include "node/cli.h"
+#include "node/safetensors.h"
 #include "node/trainer.h"
 
 // Loads the model config and weights of a checkpoint file or directory into a fresh buffer.
@@ -92,74 +93,6 @@ int cli_mean_weights(const char *const *cks, int n, const char *which, gpt_confi
     return 0;
 }
 
-// Safetensors: u64 LE header length, a JSON header naming each tensor's dtype, shape and byte
-// range, then the raw little-endian data.
-static int s_write_safetensors(const char *out, const gpt_config_t *cfg, const float *params, char *err, size_t errlen) {
-    int nt = gpt_num_tensors(cfg);
-    size_t cap = (size_t)nt * 160 + 64, len = 0;
-    char *hdr = malloc(cap);
-    if (!hdr) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    len += (size_t)snprintf(hdr + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
-    size_t off = 0;
-    for (int i = 0; i < nt; i++) {
-        gpt_tensor_t t;
-        gpt_tensor(cfg, i, &t);
-        size_t bytes = t.numel * sizeof(float);
-        if (t.ndim == 2) {
-            int r = t.transposed ? t.shape[1] : t.shape[0], c = t.transposed ? t.shape[0] : t.shape[1];
-            len += (size_t)snprintf(hdr + len, cap - len, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%d,%d],\"data_offsets\":[%zu,%zu]}",
-                                    t.name, r, c, off, off + bytes);
-        } else {
-            len += (size_t)snprintf(hdr + len, cap - len, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%d],\"data_offsets\":[%zu,%zu]}",
-                                    t.name, t.shape[0], off, off + bytes);
-        }
-        off += bytes;
-    }
-    len += (size_t)snprintf(hdr + len, cap - len, "}");
-    while (len % 8) hdr[len++] = ' '; // 8-byte aligned data, as the format recommends
-    char tmp[1200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", out);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
-        free(hdr);
-        return -1;
-    }
-    uint8_t l8[8];
-    ckpt_put_u64(l8, len);
-    int ok = fwrite(l8, 1, 8, f) == 8 && fwrite(hdr, 1, len, f) == len;
-    free(hdr);
-    float *buf = NULL;
-    for (int i = 0; ok && i < nt; i++) {
-        gpt_tensor_t t;
-        gpt_tensor(cfg, i, &t);
-        const float *src = params + t.offset;
-        if (t.transposed) {
-            // loco stores (out, in); Hugging Face's Conv1D stores (in, out).
-            int R = t.shape[0], C = t.shape[1];
-            float *nb = realloc(buf, t.numel * sizeof(float));
-            if (!nb) { ok = 0; break; }
-            buf = nb;
-            for (int r = 0; r < R; r++)
-                for (int c = 0; c < C; c++) buf[(size_t)c * R + r] = src[(size_t)r * C + c];
-            src = buf;
-        }
-        ok = fwrite(src, sizeof(float), t.numel, f) == t.numel;
-    }
-    free(buf);
-    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    if (fclose(f) != 0) ok = 0;
-    if (!ok || rename(tmp, out) != 0) {
-        snprintf(err, errlen, "%s: write failed: %s", out, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
-}
-
 int cmd_export(int argc, char **argv) {
     const char *out = NULL, *which = NULL;
     const char **cks = calloc((size_t)argc + 1, sizeof *cks);
@@ -201,7 +134,7 @@ int cmd_export(int argc, char **argv) {
     float *mean = NULL;
     int rc = 0;
     if (cli_mean_weights(cks, n, which, &cfg, &mean, err, sizeof err) != 0 ||
-        s_write_safetensors(out, &cfg, mean, err, sizeof err) != 0) {
+        safetensors_save_gpt(out, &cfg, mean, err, sizeof err) != 0) {
         fprintf(stderr, "loco export: %s\n", err);
         rc = 1;
     }

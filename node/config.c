@@ -41,6 +41,7 @@ static const key_spec_t s_keys[] = {
     {"train", "beta1", K_FLOAT, OFF(beta1), 0, 0.999999, "0.9", NULL},
     {"train", "beta2", K_FLOAT, OFF(beta2), 0, 0.999999, "0.95", NULL},
     {"train", "eps", K_FLOAT, OFF(eps), 0, 1, "1e-8", NULL},
+    {"train", "init", K_STR, OFF(init), 0, 0, "", NULL},
     {"train", "seed", K_I64, OFF(seed), 0, 9.2e18, "1337", NULL},
     {"train", "data_stream", K_I64, OFF(data_stream), -1, 9.2e18, "-1", NULL},
     {"train", "threads", K_INT, OFF(threads), 1, 1024, "2", NULL},

@@ -29,6 +29,7 @@ typedef struct {
     gpt_config_t model;
     // [train]
     char data[CONFIG_PATH_MAX];
+    char init[CONFIG_PATH_MAX];     // safetensors with the run's initial weights; "" = from seed
     int batch;
     int64_t steps;
     float lr, lr_min;

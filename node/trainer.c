@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "node/safetensors.h"
+
 #ifdef LOCO_CUDA
 #include <math.h>
 
@@ -80,6 +82,14 @@ trainer_t *trainer_new(const loco_config_t *cfg, int need_data, uint64_t stream,
     t->inputs = calloc((size_t)B * T, sizeof(int32_t));
     t->targets = calloc((size_t)B * T, sizeof(int32_t));
     if (!t->opt || !t->inputs || !t->targets) goto oom;
+    if (cfg->init[0]) { // [train] init: the run's initial weights from a safetensors file
+        char why[700];
+        if (safetensors_load_gpt(cfg->init, &cfg->model, t->model->params, why, sizeof why) != 0) {
+            snprintf(err, errlen, "[train] init: %s", why);
+            goto fail;
+        }
+        if (trainer_sync(t, 1, err, errlen) != 0) goto fail;
+    }
     return t;
 oom:
     snprintf(err, errlen, "out of memory");
