@@ -80,6 +80,9 @@ typedef struct {
     char outer_codec[8];            // fp32 | bf16 | int8 | int4
     int error_feedback;
     int deadline_ms;                // per exchange; 0 = adaptive to observed exchange times
+    int overlap;                    // CO2: the exchange of round t runs while round t+1 computes
+    float co2_gap_penalty;          // λ ≥ 1: the stale averaged pseudo-gradient is divided by it
+    float co2_clip;                 // element-wise clip of the outer momentum; 0 = off
 
     // Where each value came from, for error messages after loading.
     char source[CONFIG_PATH_MAX];

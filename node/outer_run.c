@@ -73,9 +73,13 @@ struct outer_run_t {
     uint8_t srv_hash[32];
     int srv_valid;
     int restored_outer;            // the resumed checkpoint held an outer state
+    uint8_t last_hash[32];         // of the anchor after the last applied outer step
+    double t_post;
     struct { uint8_t id[32]; uint64_t round; } areq[16]; // re-fetches waiting for our round to complete
     int nareq;
     useconds_t step_delay_us;      // LOCO_TEST_STEP_DELAY_MS (tests: a peer k× slower)
+    char hold_file[256];           // LOCO_TEST_HOLD_FILE: results are held while this file exists
+    int held;
 
     // Net thread: the exchange in progress.
     int phase;
@@ -588,6 +592,13 @@ static void s_serve_queued(outer_run_t *o);
 
 void outer_run_tick(outer_run_t *o, uint64_t now) {
     if (o->nareq) s_serve_queued(o);
+    if (o->held) {
+        if (access(o->hold_file, F_OK) == 0) return;
+        log_info("outer", "round %llu: test hook released", (unsigned long long)o->round);
+        o->held = 0;
+        s_complete(o, now);
+        return;
+    }
     if (!atomic_load(&o->training)) atomic_store(&o->view_n, s_view(o));
     if (o->phase == PH_IDLE) {
         pthread_mutex_lock(&o->mu);
@@ -715,7 +726,15 @@ void outer_run_tick(outer_run_t *o, uint64_t now) {
     default:
         break;
     }
-    if (finished) s_complete(o, now);
+    if (finished) {
+        if (o->hold_file[0] && access(o->hold_file, F_OK) == 0) {
+            log_info("outer", "round %llu: test hook: holding the result while %s exists", (unsigned long long)o->round,
+                     o->hold_file);
+            o->held = 1;
+            return;
+        }
+        s_complete(o, now);
+    }
 }
 
 // Serves an anchor re-fetch for round `round` once we hold the anchor that round produced: a peer
@@ -784,15 +803,14 @@ int outer_run_on_event(outer_run_t *o, net_event_t *ev, uint64_t now) {
         pend_t *p = s_pend_add(o, ready ? P_READY : P_META, ev->peer, r, 0);
         p->steps = s_get32(b);
         if (ready) memcpy(p->hash, b + 4, 32);
-        if (o->phase == PH_IDLE) {
-            // Pacing: a partner is ready for our round or a later one; end ours after this step.
-            if (ready || s_in_group(o, ev->peer, r)) {
-                uint64_t want = r + 1, cur = atomic_load(&o->ready_above);
-                while (cur < want && !atomic_compare_exchange_weak(&o->ready_above, &cur, want)) {}
-            }
-        } else if (r >= o->round + 2 && (ready || s_in_group(o, ev->peer, r))) {
-            s_retarget(o, r, now);
+        int partner = ready || s_in_group(o, ev->peer, r);
+        // Pacing: a partner is ready for the round we compute or a later one; end ours after this step.
+        if (partner && r >= atomic_load(&o->cur_round)) {
+            uint64_t want = r + 1, cur = atomic_load(&o->ready_above);
+            while (cur < want && !atomic_compare_exchange_weak(&o->ready_above, &cur, want)) {}
         }
+        if (o->phase != PH_IDLE && o->phase != PH_REFETCH && partner && r >= o->round + 2 && !o->held)
+            s_retarget(o, r, now);
         break;
     }
     case OUTER_MSG_PART:
@@ -875,8 +893,12 @@ outer_run_t *outer_run_new(const outer_env_t *env, char *err, size_t errlen) {
     o->chunk_bytes = (size_t)o->cfg.chunk_size;
     o->hp.lr = o->cfg.outer_lr;
     o->hp.momentum = o->cfg.outer_momentum >= 0 ? o->cfg.outer_momentum : o->diloco ? 0.9f : 0.5f;
-    o->hp.gap_penalty = 1.0f;
-    o->hp.clip = 0.0f;
+    // CO2's staleness controls: the gap penalty only with overlap (there is no staleness without it);
+    // the momentum clip whenever set.
+    o->hp.gap_penalty = o->cfg.overlap ? o->cfg.co2_gap_penalty : 1.0f;
+    o->hp.clip = o->cfg.co2_clip;
+    const char *hold = getenv("LOCO_TEST_HOLD_FILE");
+    if (hold) snprintf(o->hold_file, sizeof o->hold_file, "%s", hold);
     const char *delay = getenv("LOCO_TEST_STEP_DELAY_MS");
     if (delay && atoi(delay) > 0) o->step_delay_us = (useconds_t)atoi(delay) * 1000;
     pthread_mutex_init(&o->mu, NULL);
@@ -976,6 +998,103 @@ static void s_serve_update(outer_run_t *o, uint64_t next_round, const uint8_t ha
     pthread_mutex_unlock(&o->mu);
 }
 
+// Hands the round's contribution to the net thread: Δ = φ − θ, the drift φ − φ₀ (NoLoCo), the
+// anchor hash, and wakes it.
+static void s_post(outer_run_t *o, uint64_t round, uint32_t h, const float *theta) {
+    size_t n = o->n;
+    for (size_t i = 0; i < n; i++) o->delta[i] = o->phi[i] - theta[i];
+    if (!o->diloco)
+        for (size_t i = 0; i < n; i++) o->drift[i] = o->phi[i] - o->phi0[i];
+    uint8_t ahash[32];
+    net_sha256(o->phi, n * sizeof(float), ahash);
+    pthread_mutex_lock(&o->mu);
+    o->post_round = round;
+    o->post_steps = h;
+    memcpy(o->post_hash, ahash, 32);
+    o->posted = 1;
+    o->done = 0;
+    o->t_post = metrics_mono();
+    pthread_mutex_unlock(&o->mu);
+    net_waker_wake(o->waker);
+}
+
+// Waits for the posted exchange's result. 1 with it; 0 when stopped first (the exchange is abandoned).
+static int s_wait_result(outer_run_t *o, volatile sig_atomic_t *stop, double *waited) {
+    double w0 = metrics_mono();
+    pthread_mutex_lock(&o->mu);
+    while (!o->done && !*stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&o->cv, &o->mu, &ts);
+    }
+    int got = o->done;
+    if (!got) o->abandoned = 1;
+    pthread_mutex_unlock(&o->mu);
+    *waited = metrics_mono() - w0;
+    return got;
+}
+
+// The outer step on φ (and the momentum) from the result. 0, or -1 when φ is no longer finite.
+static int s_apply(outer_run_t *o, const char **how) {
+    size_t n = o->n, nb = n * sizeof(float);
+    *how = "mean";
+    if (o->res_kind == RES_REFETCH) {
+        memcpy(o->phi, o->mean_delta, nb);
+        memcpy(o->mom, o->mean_phi, nb);
+        *how = "refetch";
+    } else if (o->diloco) {
+        outer_diloco_step(o->phi, o->mom, o->mean_delta, n, &o->hp);
+    } else {
+        outer_noloco_step(o->phi, o->mom, o->mean_delta, o->mean_phi, n, &o->hp);
+    }
+    if (!s_finite(o->phi, n)) {
+        log_error("outer", "round %llu: the anchor is not finite after the outer step; stopping with the last checkpoint",
+                  (unsigned long long)o->res_round);
+        return -1;
+    }
+    o->st.rounds++;
+    o->st.bytes_sent += o->res_tx;
+    o->st.bytes_recv += o->res_rx;
+    if (o->res_short) o->st.short_rounds++;
+    uint8_t ahash[32];
+    net_sha256(o->phi, nb, ahash);
+    s_serve_update(o, o->res_round + 1, ahash);
+    memcpy(o->last_hash, ahash, 32);
+    return 0;
+}
+
+// The log line and the metrics record of an applied outer step.
+static void s_record(outer_run_t *o, trainer_t *t, train_ctx_t *x, const char *how, uint64_t h, int early,
+                     uint64_t overlap_steps, int waited_flag, double waited, double *c0, double *w0) {
+    double now = metrics_mono(), wall = now - x->t_start;
+    double util = wall > 0 ? x->compute_s / wall : 0;
+    double ru = now > *w0 ? (x->compute_s - *c0) / (now - *w0) : 0;
+    *c0 = x->compute_s;
+    *w0 = now;
+    char a16[17];
+    s_hex(o->last_hash, 8, a16);
+    if (x->tty) fputc('\n', stderr);
+    log_info("outer", "round %llu %s: %d of %d contributed, %llu inner steps%s, sent %.2f MB, received %.2f MB, "
+             "exchange %.2fs%s, anchor %s, utilisation %.1f%% (round %.1f%%)%s", (unsigned long long)o->res_round, how,
+             o->res_contributors, o->res_expected, (unsigned long long)h, early ? " (ended early)" : "", o->res_tx / 1e6,
+             o->res_rx / 1e6, o->res_exchange_s, o->cfg.overlap ? (waited_flag ? ", overlapped, then waited" : ", overlapped") : "",
+             a16, 100 * util, 100 * ru, o->res_short ? " (short round)" : "");
+    metrics_write(o->env.mx, "outer", t->step,
+                  "\"round\":%llu,\"algorithm\":\"%s\",\"result\":\"%s\",\"group\":%s,\"contributors\":%d,"
+                  "\"expected\":%d,\"steps\":%llu,\"early\":%s,\"short\":%s,\"bytes_sent\":%llu,\"bytes_recv\":%llu,"
+                  "\"total_bytes_sent\":%llu,\"total_bytes_recv\":%llu,\"exchange_s\":%.3f,\"wait_s\":%.3f,"
+                  "\"overlap\":%s,\"overlap_steps\":%llu,\"waited\":%s,"
+                  "\"anchor\":\"%s\",\"utilisation\":%.4f,\"round_utilisation\":%.4f,\"compute_s\":%.3f,\"wall_s\":%.3f",
+                  (unsigned long long)o->res_round, o->cfg.outer_algorithm, how, o->res_group[0] ? o->res_group : "[]",
+                  o->res_contributors, o->res_expected, (unsigned long long)h, early ? "true" : "false",
+                  o->res_short ? "true" : "false", (unsigned long long)o->res_tx, (unsigned long long)o->res_rx,
+                  (unsigned long long)o->st.bytes_sent, (unsigned long long)o->st.bytes_recv, o->res_exchange_s, waited,
+                  o->cfg.overlap ? "true" : "false", (unsigned long long)overlap_steps,
+                  waited_flag ? "true" : "false", a16, util, ru, x->compute_s, wall);
+}
+
 int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
     char err[1536];
     size_t n = t->model->num_params, nb = n * sizeof(float);
@@ -1032,79 +1151,90 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
     x.final_checkpoint = 0;
     x.ckpt_extra = s_ckpt_extra;
     x.ckpt_ctx = o;
-    int rc = 0;
+    int rc = 0, inflight = 0;
     uint64_t total = (uint64_t)t->cfg.steps, H = (uint64_t)o->cfg.inner_steps;
-    double wait_total = 0;
-    while (t->step < total && !*stop && rc == 0) {
-        atomic_store(&o->cur_round, round);
+    uint64_t posted_round = 0, posted_h = 0, overlap_steps = 0;
+    double wait_total = 0, round_c0 = x.compute_s, round_w0 = metrics_mono();
+    float *theta_start = o->cfg.overlap ? malloc(nb) : NULL;
+    if (o->cfg.overlap && !theta_start) {
+        log_error("outer", "out of memory");
+        rc = 1;
+    }
+    for (;;) {
         uint64_t h = 0;
-        int early = 0;
-        snprintf(x.status, sizeof x.status, " | outer %llu", (unsigned long long)round);
-        while (t->step < total && h < H && !*stop) {
-            if (h > 0 && atomic_load(&o->ready_above) > round) {
-                early = 1;
-                break;
+        int early = 0, last = 0;
+        if (rc == 0 && t->step < total && !*stop) {
+            atomic_store(&o->cur_round, round);
+            snprintf(x.status, sizeof x.status, " | outer %llu%s", (unsigned long long)round, inflight ? " (exchanging)" : "");
+            while (t->step < total && h < H && !*stop) {
+                if (h > 0 && atomic_load(&o->ready_above) > round) {
+                    early = 1;
+                    break;
+                }
+                if ((rc = train_step_logged(t, &x)) != 0) break;
+                if (o->step_delay_us) usleep(o->step_delay_us); // test hook: a slower peer
+                h++;
             }
-            if ((rc = train_step_logged(t, &x)) != 0) break;
-            if (o->step_delay_us) usleep(o->step_delay_us); // test hook: a slower peer
-            h++;
+            if (inflight) overlap_steps += h;
         }
-        if (rc || *stop || h == 0) break;
+        if (rc || *stop) break;
+        last = h == 0; // training is over: only the in-flight exchange (overlap) remains
+        if (last && !inflight) break;
         if (early) o->st.early_ends++;
-
-        // Contribution: Δ = φ − θ (and the anchor drift φ − φ₀ for NoLoCo), a copy the net thread owns
-        // until the result comes back.
         if (trainer_sync(t, 0, err, sizeof err) != 0) {
             log_error("outer", "%s", err);
             rc = 1;
             break;
         }
-        const float *theta = t->model->params;
-        for (size_t i = 0; i < n; i++) o->delta[i] = o->phi[i] - theta[i];
-        if (!o->diloco)
-            for (size_t i = 0; i < n; i++) o->drift[i] = o->phi[i] - o->phi0[i];
-        uint8_t ahash[32];
-        char a16[17];
-        s_sha_hex16(o->phi, n, a16, ahash);
-        double w0 = metrics_mono();
-        pthread_mutex_lock(&o->mu);
-        o->post_round = round;
-        o->post_steps = (uint32_t)h;
-        memcpy(o->post_hash, ahash, 32);
-        o->posted = 1;
-        o->done = 0;
-        pthread_mutex_unlock(&o->mu);
-        net_waker_wake(o->waker);
-        pthread_mutex_lock(&o->mu);
-        while (!o->done && !*stop) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 100 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-            pthread_cond_timedwait(&o->cv, &o->mu, &ts);
+        // Overlap: round t−1's result is due now, at the end of round t (or of training).
+        if (inflight) {
+            pthread_mutex_lock(&o->mu);
+            int ready = o->done;
+            pthread_mutex_unlock(&o->mu);
+            if (!ready) {
+                if (x.tty) fputc('\n', stderr);
+                log_info("outer", "round %llu: its exchange is still running at the end of round %llu: waiting",
+                         (unsigned long long)posted_round, (unsigned long long)round);
+                o->st.waits++;
+            }
+            double waited;
+            if (!s_wait_result(o, stop, &waited)) break; // stopped: leave without an outer step
+            wait_total += waited;
+            const char *how;
+            if (s_apply(o, &how) != 0) {
+                rc = 1;
+                break;
+            }
+            // Carry over the local progress of the round just run: θ ← φ_new + (θ − θ_start).
+            outer_co2_carry(t->model->params, o->phi, theta_start, n);
+            if (o->res_round + 1 > round) round = o->res_round + 1;
+            s_record(o, t, &x, how, posted_h, 0, overlap_steps, !ready, waited, &round_c0, &round_w0);
+            overlap_steps = 0;
+            inflight = 0;
+            if (last) {
+                if (trainer_sync(t, 1, err, sizeof err) != 0) {
+                    log_error("outer", "%s", err);
+                    rc = 1;
+                }
+                break;
+            }
         }
-        int got = o->done;
-        if (!got) o->abandoned = 1;
-        pthread_mutex_unlock(&o->mu);
-        double waited = metrics_mono() - w0;
+        // Contribution: Δ = φ − θ (and the anchor drift φ − φ₀ for NoLoCo), a copy the net thread owns
+        // until the result comes back.
+        s_post(o, round, (uint32_t)h, t->model->params);
+        posted_round = round;
+        posted_h = h;
+        if (o->cfg.overlap) {
+            memcpy(theta_start, t->model->params, nb);
+            inflight = 1;
+            round++;
+            continue; // round t+1 trains while round t's exchange runs
+        }
+        double waited;
+        if (!s_wait_result(o, stop, &waited)) break;
         wait_total += waited;
-        if (!got) break; // stopped while the exchange ran: leave without an outer step
-
-        // The outer step.
-        uint64_t used = o->res_round;
-        const char *how = "mean";
-        if (o->res_kind == RES_REFETCH) {
-            memcpy(o->phi, o->mean_delta, nb);
-            memcpy(o->mom, o->mean_phi, nb);
-            how = "refetch";
-        } else if (o->diloco) {
-            outer_diloco_step(o->phi, o->mom, o->mean_delta, n, &o->hp);
-        } else {
-            outer_noloco_step(o->phi, o->mom, o->mean_delta, o->mean_phi, n, &o->hp);
-        }
-        if (!s_finite(o->phi, n)) {
-            log_error("outer", "round %llu: the anchor is not finite after the outer step; stopping with the last checkpoint",
-                      (unsigned long long)used);
+        const char *how;
+        if (s_apply(o, &how) != 0) {
             rc = 1;
             break;
         }
@@ -1114,33 +1244,10 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
             rc = 1;
             break;
         }
-        round = used + 1;
-        atomic_store(&o->cur_round, round);
-        o->st.rounds++;
-        o->st.bytes_sent += o->res_tx;
-        o->st.bytes_recv += o->res_rx;
-        if (o->res_short) o->st.short_rounds++;
-        s_sha_hex16(o->phi, n, a16, ahash);
-        s_serve_update(o, round, ahash);
-        double wall = metrics_mono() - x.t_start;
-        double util = wall > 0 ? x.compute_s / wall : 0;
-        if (x.tty) fputc('\n', stderr);
-        log_info("outer", "round %llu %s: %d of %d contributed, %llu inner steps%s, sent %.2f MB, received %.2f MB, "
-                 "exchange %.2fs, anchor %s, utilisation %.1f%%%s", (unsigned long long)used, how, o->res_contributors,
-                 o->res_expected, (unsigned long long)h, early ? " (ended early)" : "", o->res_tx / 1e6,
-                 o->res_rx / 1e6, o->res_exchange_s, a16, 100 * util, o->res_short ? " (short round)" : "");
-        metrics_write(o->env.mx, "outer", t->step,
-                      "\"round\":%llu,\"algorithm\":\"%s\",\"result\":\"%s\",\"group\":%s,\"contributors\":%d,"
-                      "\"expected\":%d,\"steps\":%llu,\"early\":%s,\"short\":%s,\"bytes_sent\":%llu,\"bytes_recv\":%llu,"
-                      "\"total_bytes_sent\":%llu,\"total_bytes_recv\":%llu,\"exchange_s\":%.3f,\"wait_s\":%.3f,"
-                      "\"anchor\":\"%s\",\"utilisation\":%.4f,\"compute_s\":%.3f,\"wall_s\":%.3f",
-                      (unsigned long long)used, o->cfg.outer_algorithm, how, o->res_group[0] ? o->res_group : "[]",
-                      o->res_contributors, o->res_expected, (unsigned long long)h, early ? "true" : "false",
-                      o->res_short ? "true" : "false", (unsigned long long)o->res_tx, (unsigned long long)o->res_rx,
-                      (unsigned long long)o->st.bytes_sent, (unsigned long long)o->st.bytes_recv, o->res_exchange_s,
-                      waited, a16, util, x.compute_s, wall);
-        if (x.tty) fputc('\n', stderr);
+        round = o->res_round + 1;
+        s_record(o, t, &x, how, h, early, 0, 1, waited, &round_c0, &round_w0);
     }
+    free(theta_start);
     if (rc == 0 && !*stop && t->step >= total) {
         if (t->cfg.eval_every > 0) {
             float vl = trainer_eval(t, t->cfg.eval_batches);
@@ -1157,11 +1264,12 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
     }
     rc = train_finish(t, &x, rc);
     double wall = metrics_mono() - x.t_start;
-    log_info("outer", "%llu outer steps (%llu short, %llu ended early, %llu re-fetches, %llu rejected); sent %.2f MB, "
-             "received %.2f MB; compute utilisation %.1f%%, waited %.1fs",
+    log_info("outer", "%llu outer steps (%llu short, %llu ended early, %llu re-fetches, %llu rejected%s); sent %.2f MB, "
+             "received %.2f MB; compute utilisation %.1f%%, waited %.1fs%s",
              (unsigned long long)o->st.rounds, (unsigned long long)o->st.short_rounds, (unsigned long long)o->st.early_ends,
-             (unsigned long long)o->st.refetches, (unsigned long long)o->st.rejected, o->st.bytes_sent / 1e6,
-             o->st.bytes_recv / 1e6, wall > 0 ? 100 * x.compute_s / wall : 0, wait_total);
+             (unsigned long long)o->st.refetches, (unsigned long long)o->st.rejected, "", o->st.bytes_sent / 1e6,
+             o->st.bytes_recv / 1e6, wall > 0 ? 100 * x.compute_s / wall : 0, wait_total,
+             o->cfg.overlap ? (o->st.waits ? " (overlap: waited at some round boundaries)" : " (overlap: never waited)") : "");
     net_waker_destroy(&o->waker);
     return rc;
 }

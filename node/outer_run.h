@@ -95,6 +95,7 @@ typedef struct {
     uint64_t short_rounds;      // rounds in which a partner or chunk was missing
     uint64_t early_ends;        // rounds this peer ended before H (pacing)
     uint64_t refetches;         // DiLoCo anchor re-fetches
+    uint64_t waits;             // overlap: round boundaries at which the exchange was still running
     uint64_t rejected;          // contributions dropped (wrong size, NaN, wrong round set)
 } outer_stats_t;
 void outer_run_stats(const outer_run_t *o, outer_stats_t *out);

@@ -73,3 +73,7 @@ int outer_groups(const uint8_t *fingerprint, size_t fplen, uint64_t t, int N, in
     for (int k = 0; k < N; k++) group_of[perm[k]] = k % g;
     return g;
 }
+
+void outer_co2_carry(float *theta, const float *phi_new, const float *theta_start, size_t n) {
+    for (size_t i = 0; i < n; i++) theta[i] = phi_new[i] + (theta[i] - theta_start[i]);
+}

@@ -30,6 +30,12 @@ void outer_diloco_step(float *phi, float *b, const float *delta_mean, size_t n, 
 void outer_noloco_step(float *phi, float *m, const float *delta_mean, const float *phi_mean, size_t n,
                        const outer_hparams_t *hp);
 
+// CO2 carry-over (overlap on), at the end of round t+1 once round t's outer step gave phi_new:
+// theta ← phi_new + (theta − theta_start), the new anchor plus the local progress of round t+1
+// (theta_start: θ when round t+1 began, after the previous carry-over). The next contribution is
+// then Δ = phi_new − theta = −(progress).
+void outer_co2_carry(float *theta, const float *phi_new, const float *theta_start, size_t n);
+
 // NoLoCo groups for round t over N members indexed in sorted-id order (the caller sorts the live
 // member ids; index k is the k-th smallest). splitmix64 is seeded
 // with the first 8 bytes (LE) of SHA-256(fingerprint ‖ t as 8 LE bytes); a Fisher–Yates shuffle
