@@ -41,6 +41,30 @@ typedef struct {
 
 typedef struct send_buf send_buf_t;
 
+// A token bucket in bytes: rate bytes/s (0 = unlimited), at most `burst` saved up; sends may take it
+// below zero (one chunk of debt), which the next sends wait out.
+typedef struct {
+    double rate, tokens, burst;
+    int64_t t_ms;
+} bucket_t;
+
+// A queued tensor transfer (net_node_queue_tensor), sent chunk by chunk as the socket, the send
+// buffers and the rate caps allow, from every pass of the node's service loop.
+typedef struct send_job {
+    struct send_job *next;
+    uint8_t peer[32];
+    uint64_t round;
+    uint32_t quantity;
+    net_xfer_tx_t *tx;
+    float *owned;          // the private copy sent from, when the caller asked for one
+    int64_t deadline;
+    send_buf_t *buf;       // an encoded chunk the socket has not taken yet
+    size_t buf_len;
+    uint8_t chb[NET_CHUNK_HDR_SIZE];
+} send_job_t;
+
+#define RATE_TAB 128
+
 typedef struct ev_node {
     net_event_t ev;
     struct ev_node *next;
@@ -65,6 +89,12 @@ struct net_node_t {
     int npool;
     float *spare[RECV_SPARE_MAX]; // tensors handed back by net_node_recycle, for the next transfers
     size_t spare_n[RECV_SPARE_MAX];
+    send_job_t *jobs;             // queued transfers, in order
+    int njobs, pumping;
+    bucket_t up;                  // [limits] upload_rate: every tensor chunk we send
+    struct { uint8_t id[32]; bucket_t b; } dest[RATE_TAB]; // per destination: its announced download cap
+    int ndest;
+    size_t chunk_eff;             // chunk bytes actually used (smaller under an upload cap)
 };
 
 static int64_t s_now_ms(void) {
@@ -246,11 +276,17 @@ static void s_buf_release(void *data, void *hint) {
 }
 
 static int s_service(net_node_t *n, int timeout_ms, void *want_out);
+static void s_pump(net_node_t *n);
+static void s_job_free(send_job_t *j);
+static int s_bucket_ok(bucket_t *b, int64_t now);
+static bucket_t *s_dest(net_node_t *n, const uint8_t id[32]);
 
 // Sends header + payload frames to a peer, over our dealer if we have one, else back over the
 // ROUTER connection it made. Blocks under backpressure (servicing the node) until deadline_ms.
 // hold: if set, payload frame `hold_frame` is sent zero-copy from hold's buffer (frames[hold_frame]),
 // which libzmq hands back when done; if s_send fails before queueing it, hold is not touched.
+// Sends one message; under backpressure services the node until deadline_ms. deadline_ms = 0: never
+// waits, returns 1 when the socket would block (nothing was sent). 0 sent, -1 error.
 static int s_send(net_node_t *n, peer_t *p, uint16_t type, uint64_t round, int nframes, const void *const *frames,
                   const size_t *lens, int64_t deadline_ms, send_buf_t *hold, int hold_frame, char *err,
                   size_t errlen) {
@@ -279,6 +315,7 @@ static int s_send(net_node_t *n, peer_t *p, uint16_t type, uint64_t round, int n
             snprintf(err, errlen, "send to %s: %s", p->hex, zmq_strerror(errno));
             return -1;
         }
+        if (deadline_ms == 0) return 1; // no waiting: the caller tries again later
         int64_t left = deadline_ms - s_now_ms();
         if (left <= 0) {
             snprintf(err, errlen, "send to %s: timed out under backpressure (peer not draining)", p->hex);
@@ -764,6 +801,7 @@ static void s_sweep(net_node_t *n) {
 // Polls every socket once (waiting up to timeout_ms) and handles what is ready. want_out: a socket
 // whose writability ends the wait. Returns 0, or -1 on a fatal error.
 static int s_service(net_node_t *n, int timeout_ms, void *want_out) {
+    if (n->jobs && timeout_ms > 5) timeout_ms = 5; // queued chunks go out as the socket and caps allow
     zmq_pollitem_t items[3 + 2 * MAX_PEERS];
     peer_t *owners[3 + 2 * MAX_PEERS];
     int k = 0;
@@ -805,6 +843,7 @@ static int s_service(net_node_t *n, int timeout_ms, void *want_out) {
         }
     }
     s_sweep(n);
+    s_pump(n);
     return 0;
 }
 
@@ -888,6 +927,11 @@ fail:
 void net_node_destroy(net_node_t **self_p) {
     if (!self_p || !*self_p) return;
     net_node_t *n = *self_p;
+    while (n->jobs) {
+        send_job_t *j = n->jobs;
+        n->jobs = j->next;
+        s_job_free(j);
+    }
     for (int i = 0; i < n->npeers; i++) s_peer_free(n->peers[i]);
     free(n->peers);
     while (n->ev_head) {
@@ -1064,12 +1108,21 @@ int net_node_send_tensor(net_node_t *n, const uint8_t peer[32], uint32_t quantit
     peer_t *p = s_sendable(n, peer, err, errlen);
     if (!p) return -1;
     net_xfer_tx_t *tx =
-        net_xfer_tx_new(codec, x, count, n->o.chunk_bytes, residual, quantity, n->xfer_id++, err, errlen);
+        net_xfer_tx_new(codec, x, count, net_node_chunk_bytes(n), residual, quantity, n->xfer_id++, err, errlen);
     if (!tx) return -1;
     int64_t deadline = s_now_ms() + timeout_ms;
     size_t stride = net_xfer_tx_stride(tx);
     int rc = 0;
+    bucket_t *db = s_dest(n, peer);
     for (;;) {
+        // The caps: wait (servicing the node) until the buckets allow the next chunk.
+        while (!s_bucket_ok(&n->up, s_now_ms()) || (db && !s_bucket_ok(db, s_now_ms()))) {
+            if (s_now_ms() > deadline || s_service(n, 5, NULL) < 0) {
+                snprintf(err, errlen, "send to %s: timed out under the rate cap", p->hex);
+                net_xfer_tx_destroy(&tx);
+                return -1;
+            }
+        }
         send_buf_t *b = s_buf_get(n, stride, deadline);
         if (!b) {
             snprintf(err, errlen, "send to %s: no send buffer in time (peer not draining, or out of memory)", p->hex);
@@ -1090,9 +1143,177 @@ int net_node_send_tensor(net_node_t *n, const uint8_t peer[32], uint32_t quantit
             rc = -1;
             break;
         }
+        double bytes = (double)(l[0] + l[1] + NET_HDR_SIZE);
+        if (n->up.rate > 0) n->up.tokens -= bytes;
+        if (db && db->rate > 0) db->tokens -= bytes;
     }
     net_xfer_tx_destroy(&tx);
     return rc;
+}
+
+// --- rate caps and queued transfers ------------------------------------------------------------
+
+static void s_bucket_set(bucket_t *b, double rate) {
+    b->rate = rate;
+    // Saved-up allowance: a tenth of a second, at least one 64 KiB chunk.
+    b->burst = rate * 0.1 > 65536 ? rate * 0.1 : 65536;
+    b->tokens = b->burst;
+    b->t_ms = s_now_ms();
+}
+
+static int s_bucket_ok(bucket_t *b, int64_t now) {
+    if (b->rate <= 0) return 1;
+    b->tokens += b->rate * (double)(now - b->t_ms) / 1000.0;
+    if (b->tokens > b->burst) b->tokens = b->burst;
+    b->t_ms = now;
+    return b->tokens > 0;
+}
+
+static bucket_t *s_dest(net_node_t *n, const uint8_t id[32]) {
+    for (int i = 0; i < n->ndest; i++)
+        if (!memcmp(n->dest[i].id, id, 32)) return &n->dest[i].b;
+    return NULL;
+}
+
+void net_node_set_upload_rate(net_node_t *n, uint64_t bytes_per_s) {
+    s_bucket_set(&n->up, (double)bytes_per_s);
+    n->chunk_eff = n->o.chunk_bytes;
+    // Under a cap, chunks of at most ~1/8 s of the rate, so gossip never waits long behind one.
+    if (bytes_per_s > 0) {
+        size_t c = (size_t)(bytes_per_s / 8);
+        if (c < 65536) c = 65536;
+        if (c < n->chunk_eff) n->chunk_eff = c;
+    }
+}
+
+void net_node_set_peer_rate(net_node_t *n, const uint8_t peer[32], uint64_t bytes_per_s) {
+    bucket_t *b = s_dest(n, peer);
+    if (!b) {
+        if (bytes_per_s == 0 || n->ndest == RATE_TAB) return;
+        memcpy(n->dest[n->ndest].id, peer, 32);
+        b = &n->dest[n->ndest++].b;
+    }
+    if (b->rate != (double)bytes_per_s) s_bucket_set(b, (double)bytes_per_s);
+}
+
+size_t net_node_chunk_bytes(const net_node_t *n) { return n->chunk_eff ? n->chunk_eff : n->o.chunk_bytes; }
+
+static void s_job_free(send_job_t *j) {
+    if (j->buf) s_buf_release(NULL, j->buf);
+    net_xfer_tx_destroy(&j->tx);
+    free(j->owned);
+    free(j);
+}
+
+int net_node_queue_tensor(net_node_t *n, const uint8_t peer[32], uint32_t quantity, uint64_t round, int codec,
+                          const float *x, size_t count, float *residual, int copy, int timeout_ms, char *err,
+                          size_t errlen) {
+    if (!s_sendable(n, peer, err, errlen)) return -1;
+    send_job_t *j = calloc(1, sizeof *j);
+    if (!j) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (copy) {
+        j->owned = malloc(count * sizeof(float));
+        if (!j->owned && count) {
+            free(j);
+            snprintf(err, errlen, "out of memory for a copy of %zu values", count);
+            return -1;
+        }
+        if (count) memcpy(j->owned, x, count * sizeof(float));
+        x = j->owned;
+    }
+    j->tx = net_xfer_tx_new(codec, x, count, net_node_chunk_bytes(n), residual, quantity, n->xfer_id++, err, errlen);
+    if (!j->tx) {
+        free(j->owned);
+        free(j);
+        return -1;
+    }
+    memcpy(j->peer, peer, 32);
+    j->round = round;
+    j->quantity = quantity;
+    j->deadline = s_now_ms() + timeout_ms;
+    send_job_t **tail = &n->jobs;
+    while (*tail) tail = &(*tail)->next;
+    *tail = j;
+    n->njobs++;
+    s_pump(n);
+    return 0;
+}
+
+int net_node_queued(const net_node_t *n) { return n->njobs; }
+
+// Sends what the queued transfers can: one chunk per transfer per pass (round robin), while the
+// socket takes them and the caps allow. Never waits.
+static void s_pump(net_node_t *n) {
+    if (n->pumping || !n->jobs) return;
+    n->pumping = 1;
+    char err[300];
+    for (int progress = 1; progress;) {
+        progress = 0;
+        int64_t now = s_now_ms();
+        for (send_job_t **jp = &n->jobs; *jp;) {
+            send_job_t *j = *jp;
+            peer_t *p = s_peer_by_id(n, j->peer);
+            const char *drop = NULL;
+            if (now > j->deadline) drop = "timed out";
+            else if (!p || (!p->dealer && !p->rid_len)) drop = "no connection";
+            if (!drop && !s_bucket_ok(&n->up, now)) goto out; // the upload cap holds everything back
+            bucket_t *db = s_dest(n, j->peer);
+            if (!drop && db && !s_bucket_ok(db, now)) {
+                jp = &j->next;
+                continue;
+            }
+            int done = 0;
+            if (!drop && !j->buf) {
+                send_buf_t *b = s_buf_get(n, net_xfer_tx_stride(j->tx), now);
+                if (!b) break; // every buffer is lent to libzmq: later
+                long dl = net_xfer_tx_next(j->tx, b->data, j->chb, err, sizeof err);
+                if (dl <= 0) {
+                    s_buf_release(NULL, b);
+                    if (dl < 0) drop = err;
+                    else done = 1;
+                } else {
+                    j->buf = b;
+                    j->buf_len = (size_t)dl;
+                }
+            }
+            if (!drop && !done) {
+                const void *f[2] = {j->chb, j->buf->data};
+                size_t l[2] = {sizeof j->chb, j->buf_len};
+                int r = s_send(n, p, NET_MSG_CHUNK, j->round, 2, f, l, 0, j->buf, 1, err, sizeof err);
+                if (r == 1) {
+                    jp = &j->next; // the socket is full: later
+                    continue;
+                }
+                if (r < 0) {
+                    drop = err;
+                } else {
+                    double bytes = (double)(j->buf_len + sizeof j->chb + NET_HDR_SIZE);
+                    j->buf = NULL; // libzmq owns it now
+                    if (n->up.rate > 0) n->up.tokens -= bytes;
+                    if (db && db->rate > 0) db->tokens -= bytes;
+                    progress = 1;
+                }
+            }
+            if (drop || done) {
+                if (drop) {
+                    char hex[NET_ID_HEX];
+                    net_id_to_hex(j->peer, hex);
+                    log_warn("net", "transfer of quantity %#x (round %llu) to %.16s abandoned: %s", j->quantity,
+                             (unsigned long long)j->round, hex, drop);
+                }
+                *jp = j->next;
+                n->njobs--;
+                s_job_free(j);
+                continue;
+            }
+            jp = &j->next;
+        }
+    }
+out:
+    n->pumping = 0;
 }
 
 int net_node_poll(net_node_t *n, net_event_t *ev, int timeout_ms) {

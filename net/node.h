@@ -138,6 +138,26 @@ int net_node_send(net_node_t *n, const uint8_t peer[32], uint16_t type, uint64_t
 int net_node_send_tensor(net_node_t *n, const uint8_t peer[32], uint32_t quantity, uint64_t round, int codec,
                          const float *x, size_t count, float *residual, int timeout_ms, char *err, size_t errlen);
 
+// Queues a tensor transfer and returns at once: its chunks go out from every pass of the node's
+// service loop (net_node_poll and any blocking call) as the socket, the send buffers and the rate
+// caps allow, interleaved with other queued transfers, so gossip keeps flowing while a large tensor
+// crosses a slow link. With copy = 0, x (and residual) must stay untouched until the transfer is done
+// (net_node_queued() reaches zero, or by the exchange's own logic); copy = 1 sends from a private
+// copy. A transfer not finished by timeout_ms is abandoned and logged. Returns 0 or -1 with the reason.
+int net_node_queue_tensor(net_node_t *n, const uint8_t peer[32], uint32_t quantity, uint64_t round, int codec,
+                          const float *x, size_t count, float *residual, int copy, int timeout_ms, char *err,
+                          size_t errlen);
+// Transfers still queued.
+int net_node_queued(const net_node_t *n);
+
+// Rate caps on tensor data (chunks): [limits] upload_rate for everything this node sends, and per
+// destination the download cap that peer announced (its member record), so a sender never floods a
+// volunteer's downlink. Bytes per second; 0 = unlimited. Under an upload cap chunks shrink to about
+// 1/8 s of the rate (at least 64 KiB): net_node_chunk_bytes gives the size transfers use now.
+void net_node_set_upload_rate(net_node_t *n, uint64_t bytes_per_s);
+void net_node_set_peer_rate(net_node_t *n, const uint8_t peer[32], uint64_t bytes_per_s);
+size_t net_node_chunk_bytes(const net_node_t *n);
+
 // Services sockets until an event is ready or timeout_ms passes (0: don't wait, -1: forever).
 // Returns 1 with *ev filled (release with net_event_clear), 0 on timeout, -1 on a fatal socket error.
 int net_node_poll(net_node_t *n, net_event_t *ev, int timeout_ms);

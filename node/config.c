@@ -87,6 +87,8 @@ static const key_spec_t s_keys[] = {
     {"limits", "max_message", K_I64, OFF(max_message), 65536, 1073741824, "16777216", NULL},
     {"limits", "max_tensor", K_I64, OFF(max_tensor), 4, 4.6e18, "4294967296", NULL},
     {"limits", "max_inflight", K_INT, OFF(max_inflight), 1, 1024, "4", NULL},
+    {"limits", "upload_rate", K_I64, OFF(upload_rate), 0, 1e12, "0", NULL},
+    {"limits", "download_rate", K_I64, OFF(download_rate), 0, 1e12, "0", NULL},
 };
 #define NKEYS ((int)(sizeof s_keys / sizeof s_keys[0]))
 

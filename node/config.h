@@ -59,6 +59,7 @@ typedef struct {
     int hwm;                        // ZeroMQ high-water mark (messages per connection)
     int64_t max_message, max_tensor;
     int max_inflight;
+    int64_t upload_rate, download_rate; // bytes/s of tensor data; 0 = unlimited
 
     // membership (gossip/, node/run.c): [net] advertise/reachable, [gossip], [bootstrap], [node] peer_cache
     char net_advertise[256];        // endpoint others dial; "" = the bound endpoint

@@ -228,11 +228,18 @@ static int s_send_msg(outer_run_t *o, const uint8_t to[32], int type, uint64_t r
     return -1;
 }
 
+// Queues a tensor for `to` (net_node_queue_tensor: sent from a private copy, chunk by chunk, while the
+// net thread goes on with gossip and other transfers). The copy frees the caller's buffer at once:
+// the next round may rewrite it while a slow partner is still receiving this one.
 static int s_send_tensor(outer_run_t *o, const uint8_t to[32], uint32_t quantity, uint64_t round, int codec,
                          const float *x, size_t n, float *resid) {
     char err[300];
     int timeout = (int)(o->deadline_ms > s_mono_ms() ? o->deadline_ms - s_mono_ms() : 1000);
-    if (net_node_send_tensor(o->env.net, to, quantity, round, codec, x, n, resid, timeout, err, sizeof err) == 0)
+    if (timeout < 1000) timeout = 1000;
+    if (net_node_queue_tensor(o->env.net, to, quantity, round, codec, x, n, resid, 1, timeout, err, sizeof err) == 0)
+        return 0;
+    if (o->env.connect && o->env.connect(o->env.ctx, to) == 0 &&
+        net_node_queue_tensor(o->env.net, to, quantity, round, codec, x, n, resid, 1, timeout, err, sizeof err) == 0)
         return 0;
     char who[17];
     s_short(to, who);
@@ -475,7 +482,7 @@ static void s_diloco_reduce(outer_run_t *o) {
     // what the receivers will decode: the same encoding of the same values, split the same way.
     float *raw = o->scratch + lo, *out = o->mean_delta + lo;
     outer_weighted_mean(raw, xs, w, k, len);
-    size_t per = codec_chunk_elems(o->codec, o->chunk_bytes);
+    size_t per = codec_chunk_elems(o->codec, net_node_chunk_bytes(o->env.net)); // the split the transfer uses
     uint8_t *enc = malloc(codec_encoded_size(o->codec, per < len ? per : (len ? len : 1)));
     for (size_t off = 0; off < len; off += per) {
         size_t m = len - off < per ? len - off : per;

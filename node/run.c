@@ -197,6 +197,11 @@ static void s_drain_events(run_t *r) {
         char who[17], from[17];
         s_short(ev.id, who);
         s_short(ev.from, from);
+        // Pace what we send to it by the download cap it announces.
+        gossip_member_info_t mi;
+        if ((ev.kind == GOSSIP_EV_JOINED || ev.kind == GOSSIP_EV_UPDATED) && gossip_members_get(r->gm, ev.id, &mi) == 0 &&
+            mi.record)
+            net_node_set_peer_rate(r->net, ev.id, mi.record->caps.download_Bps);
         log_info("members", "%s %s (incarnation %llu, via %s); %zu live", gossip_event_name(ev.kind), who,
                  (unsigned long long)ev.incarnation, from, live);
         metrics_write(&r->mx, "member", 0, "\"event\":\"%s\",\"member\":\"%s\",\"incarnation\":%llu,\"live\":%zu",
@@ -268,6 +273,8 @@ static void s_publish_caps(run_t *r, uint64_t now) {
     snprintf(caps.device, sizeof caps.device, "%s", r->cfg.device);
     caps.reachable = r->reachable;
     caps.step_rate_milli = r->rate_published;
+    caps.upload_Bps = (uint64_t)r->cfg.upload_rate;
+    caps.download_Bps = (uint64_t)r->cfg.download_rate;
     char err[200];
     if (gossip_members_update_caps(r->gm, &caps, now, err, sizeof err) != 0)
         log_warn("run", "cannot update our record: %s", err);
@@ -466,6 +473,9 @@ static int s_setup(run_t *r, const loco_config_t *cfg, char *err, size_t errlen)
     snprintf(self.caps.device, sizeof self.caps.device, "%s", cfg->device);
     self.caps.reachable = r->reachable;
     self.caps.step_rate_milli = cfg->steps > 0; // a placeholder until measured: non-zero = trains
+    self.caps.upload_Bps = (uint64_t)cfg->upload_rate;
+    self.caps.download_Bps = (uint64_t)cfg->download_rate;
+    net_node_set_upload_rate(r->net, (uint64_t)cfg->upload_rate);
     r->rate_published = self.caps.step_rate_milli;
     if (r->advertise[0] && !reach_no) {
         self.n_endpoints = 1;
