@@ -1157,7 +1157,7 @@ static void s_bucket_set(bucket_t *b, double rate) {
     b->rate = rate;
     // Saved-up allowance: a tenth of a second, at least one 64 KiB chunk.
     b->burst = rate * 0.1 > 65536 ? rate * 0.1 : 65536;
-    b->tokens = b->burst;
+    b->tokens = 0; // no head start: the cap holds from the first byte
     b->t_ms = s_now_ms();
 }
 
@@ -1198,6 +1198,17 @@ void net_node_set_peer_rate(net_node_t *n, const uint8_t peer[32], uint64_t byte
 
 size_t net_node_chunk_bytes(const net_node_t *n) { return n->chunk_eff ? n->chunk_eff : n->o.chunk_bytes; }
 
+size_t net_node_chunk_bytes_for(net_node_t *n, const uint8_t peer[32]) {
+    size_t c = net_node_chunk_bytes(n);
+    bucket_t *b = s_dest(n, peer);
+    if (b && b->rate > 0) {
+        size_t d = (size_t)(b->rate / 8);
+        if (d < 65536) d = 65536;
+        if (d < c) c = d;
+    }
+    return c;
+}
+
 static void s_job_free(send_job_t *j) {
     if (j->buf) s_buf_release(NULL, j->buf);
     net_xfer_tx_destroy(&j->tx);
@@ -1206,9 +1217,10 @@ static void s_job_free(send_job_t *j) {
 }
 
 int net_node_queue_tensor(net_node_t *n, const uint8_t peer[32], uint32_t quantity, uint64_t round, int codec,
-                          const float *x, size_t count, float *residual, int copy, int timeout_ms, char *err,
-                          size_t errlen) {
+                          const float *x, size_t count, float *residual, int copy, size_t chunk_bytes,
+                          int timeout_ms, char *err, size_t errlen) {
     if (!s_sendable(n, peer, err, errlen)) return -1;
+    if (!chunk_bytes) chunk_bytes = net_node_chunk_bytes_for(n, peer);
     send_job_t *j = calloc(1, sizeof *j);
     if (!j) {
         snprintf(err, errlen, "out of memory");
@@ -1224,7 +1236,7 @@ int net_node_queue_tensor(net_node_t *n, const uint8_t peer[32], uint32_t quanti
         if (count) memcpy(j->owned, x, count * sizeof(float));
         x = j->owned;
     }
-    j->tx = net_xfer_tx_new(codec, x, count, net_node_chunk_bytes(n), residual, quantity, n->xfer_id++, err, errlen);
+    j->tx = net_xfer_tx_new(codec, x, count, chunk_bytes, residual, quantity, n->xfer_id++, err, errlen);
     if (!j->tx) {
         free(j->owned);
         free(j);

@@ -144,19 +144,25 @@ int net_node_send_tensor(net_node_t *n, const uint8_t peer[32], uint32_t quantit
 // crosses a slow link. With copy = 0, x (and residual) must stay untouched until the transfer is done
 // (net_node_queued() reaches zero, or by the exchange's own logic); copy = 1 sends from a private
 // copy. A transfer not finished by timeout_ms is abandoned and logged. Returns 0 or -1 with the reason.
+// chunk_bytes: the encoded size of each chunk (it decides how lossy codecs split the tensor, so a
+// sender that must give several receivers identical bytes passes one value for all); 0 = the
+// default for that destination (net_node_chunk_bytes_for).
 int net_node_queue_tensor(net_node_t *n, const uint8_t peer[32], uint32_t quantity, uint64_t round, int codec,
-                          const float *x, size_t count, float *residual, int copy, int timeout_ms, char *err,
-                          size_t errlen);
+                          const float *x, size_t count, float *residual, int copy, size_t chunk_bytes,
+                          int timeout_ms, char *err, size_t errlen);
 // Transfers still queued.
 int net_node_queued(const net_node_t *n);
 
 // Rate caps on tensor data (chunks): [limits] upload_rate for everything this node sends, and per
 // destination the download cap that peer announced (its member record), so a sender never floods a
-// volunteer's downlink. Bytes per second; 0 = unlimited. Under an upload cap chunks shrink to about
-// 1/8 s of the rate (at least 64 KiB): net_node_chunk_bytes gives the size transfers use now.
+// volunteer's downlink. Bytes per second; 0 = unlimited. Chunks shrink to about 1/8 s of the rate
+// that applies (at least 64 KiB), so pacing is smooth and gossip never waits long behind a chunk:
+// net_node_chunk_bytes is the size under our upload cap, net_node_chunk_bytes_for the size for one
+// destination (also under its download cap).
 void net_node_set_upload_rate(net_node_t *n, uint64_t bytes_per_s);
 void net_node_set_peer_rate(net_node_t *n, const uint8_t peer[32], uint64_t bytes_per_s);
 size_t net_node_chunk_bytes(const net_node_t *n);
+size_t net_node_chunk_bytes_for(net_node_t *n, const uint8_t peer[32]);
 
 // Services sockets until an event is ready or timeout_ms passes (0: don't wait, -1: forever).
 // Returns 1 with *ev filled (release with net_event_clear), 0 on timeout, -1 on a fatal socket error.

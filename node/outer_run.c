@@ -231,20 +231,25 @@ static int s_send_msg(outer_run_t *o, const uint8_t to[32], int type, uint64_t r
 // Queues a tensor for `to` (net_node_queue_tensor: sent from a private copy, chunk by chunk, while the
 // net thread goes on with gossip and other transfers). The copy frees the caller's buffer at once:
 // the next round may rewrite it while a slow partner is still receiving this one.
-static int s_send_tensor(outer_run_t *o, const uint8_t to[32], uint32_t quantity, uint64_t round, int codec,
-                         const float *x, size_t n, float *resid) {
+static int s_send_tensor_chunked(outer_run_t *o, const uint8_t to[32], uint32_t quantity, uint64_t round, int codec,
+                                 const float *x, size_t n, float *resid, size_t chunk) {
     char err[300];
     int timeout = (int)(o->deadline_ms > s_mono_ms() ? o->deadline_ms - s_mono_ms() : 1000);
     if (timeout < 1000) timeout = 1000;
-    if (net_node_queue_tensor(o->env.net, to, quantity, round, codec, x, n, resid, 1, timeout, err, sizeof err) == 0)
+    if (net_node_queue_tensor(o->env.net, to, quantity, round, codec, x, n, resid, 1, chunk, timeout, err, sizeof err) == 0)
         return 0;
     if (o->env.connect && o->env.connect(o->env.ctx, to) == 0 &&
-        net_node_queue_tensor(o->env.net, to, quantity, round, codec, x, n, resid, 1, timeout, err, sizeof err) == 0)
+        net_node_queue_tensor(o->env.net, to, quantity, round, codec, x, n, resid, 1, chunk, timeout, err, sizeof err) == 0)
         return 0;
     char who[17];
     s_short(to, who);
     log_warn("outer", "round %llu: cannot send to %s: %s", (unsigned long long)round, who, err);
     return -1;
+}
+
+static int s_send_tensor(outer_run_t *o, const uint8_t to[32], uint32_t quantity, uint64_t round, int codec,
+                         const float *x, size_t n, float *resid) {
+    return s_send_tensor_chunked(o, to, quantity, round, codec, x, n, resid, 0);
 }
 
 static uint64_t s_outer_bytes(const net_stats_t *s, int rx) {
@@ -482,7 +487,15 @@ static void s_diloco_reduce(outer_run_t *o) {
     // what the receivers will decode: the same encoding of the same values, split the same way.
     float *raw = o->scratch + lo, *out = o->mean_delta + lo;
     outer_weighted_mean(raw, xs, w, k, len);
-    size_t per = codec_chunk_elems(o->codec, net_node_chunk_bytes(o->env.net)); // the split the transfer uses
+    // One chunk size for every member (the smallest any of them needs under the caps): the split
+    // decides the encoding, and every member must decode the same values we apply.
+    size_t chunk = net_node_chunk_bytes(o->env.net);
+    for (int j = 0; j < o->nm; j++) {
+        if (j == o->self_k) continue;
+        size_t c = net_node_chunk_bytes_for(o->env.net, o->mem[j]);
+        if (c < chunk) chunk = c;
+    }
+    size_t per = codec_chunk_elems(o->codec, chunk);
     uint8_t *enc = malloc(codec_encoded_size(o->codec, per < len ? per : (len ? len : 1)));
     for (size_t off = 0; off < len; off += per) {
         size_t m = len - off < per ? len - off : per;
@@ -500,7 +513,8 @@ static void s_diloco_reduce(outer_run_t *o) {
     for (int j = 0; j < o->nm; j++) {
         if (j == o->self_k || o->mstate[j] == M_GONE) continue;
         if (s_send_msg(o, o->mem[j], OUTER_MSG_REDUCED, o->round, meta, sizeof meta) != 0 ||
-            s_send_tensor(o, o->mem[j], (uint32_t)Q_RED << 24 | (uint32_t)o->self_k, o->round, o->codec, raw, len, NULL) != 0)
+            s_send_tensor_chunked(o, o->mem[j], (uint32_t)Q_RED << 24 | (uint32_t)o->self_k, o->round, o->codec, raw, len,
+                                  NULL, chunk) != 0)
             o->mstate[j] = M_GONE;
     }
     o->reduced = 1;
