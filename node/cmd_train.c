@@ -126,11 +126,12 @@ int cmd_eval(int argc, char **argv) {
             return s_help("usage: loco eval -c FILE --checkpoint PATH [--batches K] [--weights local|anchor]\n"
                           "  Prints val_loss=<float>: the mean next-token cross-entropy over the first K\n"
                           "  (default [train] eval_batches) consecutive windows of seq_len tokens of the\n"
-                          "  first validation shard. PATH is a checkpoint or a checkpoint directory.\n");
+                          "  first validation shard. PATH is a checkpoint or a checkpoint directory. A loco run\n"
+                          "  checkpoint is evaluated on its anchor by default, others on their weights.\n");
     loco_config_t cfg;
     int rc = cli_load_config(&cfg, argc, argv, 0);
     if (rc) return rc;
-    const char *ck = NULL, *weights = "params";
+    const char *ck = NULL, *weights = NULL; // NULL: the anchor when the checkpoint has one
     long k = cfg.eval_batches;
     for (int i = 0; i < argc; i++) {
         if (!argv[i]) continue;
@@ -153,6 +154,8 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "loco eval: %s\n", err);
         return 1;
     }
+    size_t alen;
+    if (!weights) weights = ckpt_get(&c, "anchor", &alen) ? "anchor" : "params";
     if (ckpt_model(&c, weights, &mc, &params, err, sizeof err) != 0) {
         fprintf(stderr, "loco eval: %s: %s\n", path, err);
         ckpt_free(&c);
