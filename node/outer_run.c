@@ -797,6 +797,21 @@ int outer_run_on_event(outer_run_t *o, net_event_t *ev, uint64_t now) {
         static const int map[] = {0, P_DELTA, P_DRIFT, P_PART, P_RED, P_ANCHOR, P_MOM};
         if (kind < Q_DELTA || kind > Q_MOM) return 0;
         if (o->phase != PH_IDLE && ev->round < o->round) return 1; // stale
+        uint64_t mine = o->phase != PH_IDLE ? o->round : atomic_load(&o->cur_round);
+        // Bounded memory: whole-model tensors must have the model's size, chunks at most that, and
+        // nothing is kept for rounds far ahead (a joiner learns those rounds from messages).
+        int whole = kind == Q_DELTA || kind == Q_DRIFT || kind == Q_ANCHOR || kind == Q_MOM;
+        const char *bad = NULL;
+        if (atomic_load(&o->training) && (whole ? ev->n != o->n : ev->n > o->n)) bad = "wrong size";
+        else if (ev->round > mine + 64) bad = "for a round too far ahead";
+        if (bad) {
+            char who[17];
+            s_short(ev->peer, who);
+            log_warn("outer", "rejected a tensor (quantity %#x, round %llu, %zu values) from %s: %s", ev->quantity,
+                     (unsigned long long)ev->round, ev->n, who, bad);
+            o->st.rejected++;
+            return 1;
+        }
         pend_t *p = s_pend_add(o, map[kind], ev->peer, ev->round, chunk);
         p->data = ev->data;
         p->n = ev->n;
