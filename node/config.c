@@ -84,6 +84,7 @@ static const key_spec_t s_keys[] = {
     {"outer", "overlap", K_BOOL, OFF(overlap), 0, 0, "off", NULL},
     {"outer", "co2_gap_penalty", K_FLOAT, OFF(co2_gap_penalty), 1, 1000, "1", NULL},
     {"outer", "co2_clip", K_FLOAT, OFF(co2_clip), 0, 1e9, "0", NULL},
+    {"outer", "max_norm_ratio", K_FLOAT, OFF(max_norm_ratio), 0, 1e9, "10", NULL},
     {"limits", "max_message", K_I64, OFF(max_message), 65536, 1073741824, "16777216", NULL},
     {"limits", "max_tensor", K_I64, OFF(max_tensor), 4, 4.6e18, "4294967296", NULL},
     {"limits", "max_inflight", K_INT, OFF(max_inflight), 1, 1024, "4", NULL},

@@ -84,6 +84,7 @@ typedef struct {
     int overlap;                    // CO2: the exchange of round t runs while round t+1 computes
     float co2_gap_penalty;          // λ ≥ 1: the stale averaged pseudo-gradient is divided by it
     float co2_clip;                 // element-wise clip of the outer momentum; 0 = off
+    float max_norm_ratio;           // robust acceptance: reject pseudo-gradients this many × larger
 
     // Where each value came from, for error messages after loading.
     char source[CONFIG_PATH_MAX];

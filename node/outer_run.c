@@ -77,8 +77,14 @@ struct outer_run_t {
     double t_post;
     struct { uint8_t id[32]; uint64_t round; } areq[16]; // re-fetches waiting for our round to complete
     int nareq;
+    // Robust acceptance (see s_check): recent accepted RMS norms, and offenders.
+    double norm_hist[16];
+    int nnorm;
+    struct { uint8_t id[32]; uint64_t strikes_round[3]; int nstrikes; uint64_t refused_until; } bad[64];
+    int nbad;
     useconds_t step_delay_us;      // LOCO_TEST_STEP_DELAY_MS (tests: a peer k× slower)
     char hold_file[256];           // LOCO_TEST_HOLD_FILE: results are held while this file exists
+    float poison;                  // LOCO_TEST_POISON: scale our own Δ by this (a hostile peer)
     int held;
 
     // Net thread: the exchange in progress.
@@ -302,12 +308,90 @@ static int s_finite(const float *x, size_t n) {
     return acc == 0.0f;
 }
 
+static double s_rms(const float *x, size_t n) {
+    double ss = 0;
+    for (size_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    return n ? sqrt(ss / (double)n) : 0;
+}
+
+static int s_cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+// The offender entry of id (created when add).
+static int s_bad_index(outer_run_t *o, const uint8_t id[32], int add) {
+    for (int i = 0; i < o->nbad; i++)
+        if (!memcmp(o->bad[i].id, id, 32)) return i;
+    if (!add) return -1;
+    int i = o->nbad < 64 ? o->nbad++ : (int)(o->round % 64);
+    memset(&o->bad[i], 0, sizeof o->bad[i]);
+    memcpy(o->bad[i].id, id, 32);
+    return i;
+}
+
+// Is this peer's contribution refused for now (a repeated offender)?
+static int s_refused(outer_run_t *o, const uint8_t id[32]) {
+    int i = s_bad_index(o, id, 0);
+    return i >= 0 && o->round < o->bad[i].refused_until;
+}
+
+// Counts a rejection; three within ten rounds refuse the peer's contributions for the next twenty.
+static void s_strike(outer_run_t *o, const uint8_t id[32], const char *why) {
+    char who[17];
+    s_short(id, who);
+    o->st.rejected++;
+    log_warn("outer", "round %llu: rejected the contribution of %s: %s", (unsigned long long)o->round, who, why);
+    metrics_write(o->env.mx, "reject", 0, "\"round\":%llu,\"from\":\"%s\",\"reason\":\"%s\"",
+                  (unsigned long long)o->round, who, why);
+    int i = s_bad_index(o, id, 1);
+    int k = 0;
+    for (int j = 0; j < o->bad[i].nstrikes; j++)
+        if (o->bad[i].strikes_round[j] + 10 > o->round) o->bad[i].strikes_round[k++] = o->bad[i].strikes_round[j];
+    if (k == 3) k = 2;
+    o->bad[i].strikes_round[k++] = o->round;
+    o->bad[i].nstrikes = k;
+    if (k >= 3) {
+        o->bad[i].refused_until = o->round + 20;
+        o->bad[i].nstrikes = 0;
+        o->st.refused_peers++;
+        log_warn("outer", "%s: three rejected contributions within ten rounds: refusing its contributions until round %llu",
+                 who, (unsigned long long)o->bad[i].refused_until);
+    }
+}
+
+// Robust acceptance of a received pseudo-gradient x (n values): finite, and its RMS at most
+// [outer] max_norm_ratio times the larger of our own (own_rms) and the median of recently accepted
+// ones. Honest peers on the same data distribution, step count and learning rate produce
+// pseudo-gradients of similar size; a scaled-up or random one stands out by orders of magnitude.
+// Returns NULL when accepted, else the reason (in a static buffer).
+static const char *s_check(outer_run_t *o, const float *x, size_t n, double own_rms) {
+    static char why[160];
+    if (!s_finite(x, n)) return "not finite";
+    double rms = s_rms(x, n);
+    double ref = own_rms;
+    if (o->nnorm > 0) {
+        double h[16];
+        int k = o->nnorm < 16 ? o->nnorm : 16;
+        memcpy(h, o->norm_hist, (size_t)k * sizeof(double));
+        qsort(h, (size_t)k, sizeof(double), s_cmp_double);
+        if (h[k / 2] > ref) ref = h[k / 2];
+    }
+    if (o->cfg.max_norm_ratio > 0 && ref > 0 && rms > o->cfg.max_norm_ratio * ref) {
+        snprintf(why, sizeof why, "RMS %.3g is over %g x the reference %.3g", rms, (double)o->cfg.max_norm_ratio, ref);
+        return why;
+    }
+    o->norm_hist[o->nnorm++ % 16] = rms;
+    return NULL;
+}
+
 static void s_noloco_finish(outer_run_t *o) {
     const float *xs[OUTER_MAX_MEMBERS + 1], *ds[OUTER_MAX_MEMBERS + 1];
     double w[OUTER_MAX_MEMBERS + 1];
     int k = 0;
     xs[k] = o->delta;
     w[k++] = o->post_steps;
+    double own_rms = s_rms(o->delta, o->n), own_drift = s_rms(o->drift, o->n);
     char *g = o->res_group;
     g += sprintf(g, "[");
     for (int j = 0; j < o->nm; j++) {
@@ -317,10 +401,16 @@ static void s_noloco_finish(outer_run_t *o) {
         pend_t *f = s_pend_find(o, P_DRIFT, o->mem[j], o->round, 0);
         char who[17];
         s_short(o->mem[j], who);
-        if (!m || !d || !f || d->n != o->n || f->n != o->n || !s_finite(d->data, d->n) || !s_finite(f->data, f->n)) {
-            log_warn("outer", "round %llu: rejected the contribution of %s (wrong size or not finite)",
-                     (unsigned long long)o->round, who);
-            o->st.rejected++;
+        const char *why = NULL;
+        if (s_refused(o, o->mem[j])) why = "refused for now (a repeated offender)";
+        else if (!m || !d || !f || d->n != o->n || f->n != o->n) why = "incomplete or wrong size";
+        else if (m->steps > o->cfg.inner_steps) why = "claims more inner steps than H";
+        else if (!(why = s_check(o, d->data, d->n, own_rms)) && !s_finite(f->data, f->n)) why = "anchor drift not finite";
+        else if (!why && o->cfg.max_norm_ratio > 0 && s_rms(f->data, f->n) > o->cfg.max_norm_ratio * (own_drift + own_rms))
+            why = "anchor drift far larger than ours";
+        if (why) {
+            if (s_refused(o, o->mem[j])) o->st.rejected++;
+            else s_strike(o, o->mem[j], why);
             o->mstate[j] = M_GONE;
             continue;
         }
@@ -464,6 +554,7 @@ static void s_diloco_reduce(outer_run_t *o) {
     int k = 0, expected = o->nm;
     xs[k] = o->delta + lo;
     w[k++] = o->msteps[o->self_k];
+    double own_rms = s_rms(o->delta + lo, len);
     for (int j = 0; j < o->nm; j++) {
         if (j == o->self_k) continue;
         pend_t *m = s_pend_find(o, P_PARTMETA, o->mem[j], o->round, (uint32_t)o->self_k);
@@ -471,10 +562,19 @@ static void s_diloco_reduce(outer_run_t *o) {
         if (!m || !d) continue;
         char who[17];
         s_short(o->mem[j], who);
-        if (memcmp(m->hash, o->rhash, 32) != 0 || d->n != len || !s_finite(d->data, d->n)) {
-            log_warn("outer", "round %llu: rejected the part of %s (other round members, wrong size or not finite)",
-                     (unsigned long long)o->round, who);
-            o->st.rejected++;
+        const char *why = NULL;
+        if (s_refused(o, o->mem[j])) why = "refused for now (a repeated offender)";
+        else if (memcmp(m->hash, o->rhash, 32) != 0) why = "counts other members in this round";
+        else if (d->n != len) why = "wrong size";
+        else if (o->msteps[j] > o->cfg.inner_steps) why = "claims more inner steps than H";
+        else why = s_check(o, d->data, d->n, own_rms);
+        if (why) {
+            if (!strcmp(why, "counts other members in this round") || s_refused(o, o->mem[j])) {
+                log_warn("outer", "round %llu: left out the part of %s: %s", (unsigned long long)o->round, who, why);
+                o->st.rejected++;
+            } else {
+                s_strike(o, o->mem[j], why);
+            }
             continue;
         }
         xs[k] = d->data;
@@ -933,6 +1033,8 @@ outer_run_t *outer_run_new(const outer_env_t *env, char *err, size_t errlen) {
     // the momentum clip whenever set.
     o->hp.gap_penalty = o->cfg.overlap ? o->cfg.co2_gap_penalty : 1.0f;
     o->hp.clip = o->cfg.co2_clip;
+    const char *poison = getenv("LOCO_TEST_POISON");
+    if (poison) o->poison = (float)atof(poison);
     const char *hold = getenv("LOCO_TEST_HOLD_FILE");
     if (hold) snprintf(o->hold_file, sizeof o->hold_file, "%s", hold);
     const char *delay = getenv("LOCO_TEST_STEP_DELAY_MS");
@@ -1039,6 +1141,8 @@ static void s_serve_update(outer_run_t *o, uint64_t next_round, const uint8_t ha
 static void s_post(outer_run_t *o, uint64_t round, uint32_t h, const float *theta) {
     size_t n = o->n;
     for (size_t i = 0; i < n; i++) o->delta[i] = o->phi[i] - theta[i];
+    if (o->poison != 0) // test hook: a hostile peer sends a scaled pseudo-gradient
+        for (size_t i = 0; i < n; i++) o->delta[i] *= o->poison;
     if (!o->diloco)
         for (size_t i = 0; i < n; i++) o->drift[i] = o->phi[i] - o->phi0[i];
     uint8_t ahash[32];

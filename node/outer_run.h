@@ -96,7 +96,8 @@ typedef struct {
     uint64_t early_ends;        // rounds this peer ended before H (pacing)
     uint64_t refetches;         // DiLoCo anchor re-fetches
     uint64_t waits;             // overlap: round boundaries at which the exchange was still running
-    uint64_t rejected;          // contributions dropped (wrong size, NaN, wrong round set)
+    uint64_t rejected;          // contributions dropped (wrong size, NaN, norm, wrong round set)
+    uint64_t refused_peers;     // times a repeated offender was refused for a while
 } outer_stats_t;
 void outer_run_stats(const outer_run_t *o, outer_stats_t *out);
 

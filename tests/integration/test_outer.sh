@@ -12,6 +12,8 @@
 #     every peer still completes its rounds and exits 0.
 #  6. kill -9 of one DiLoCo peer mid-run: the others keep taking outer steps and finish; their logs
 #     name the rounds that went short.
+#  7. A hostile peer sending 1000x pseudo-gradients: rejected by norm with its id logged, refused
+#     after three strikes, and the others' validation loss still falls.
 # Asserts on counters and events from the logs and metrics, never on durations (the timeouts only
 # catch hangs). Every process is killed by pid at the end.
 set -u
@@ -248,4 +250,27 @@ after=$(grep -c '"kind":"outer"' "$W/kill/m1.jsonl")
 grep -q "short round" "$W/kill/log1" "$W/kill/log2" ||
     fail "kill: no log line names a short round"
 echo "ok 6: after kill -9 the others keep taking outer steps ($before before, $after after)"
+# --- 7. A hostile peer --------------------------------------------------------------------------------
+# Peer 3 sends pseudo-gradients scaled 1000x (test hook). The others reject them by norm, name the
+# sender, refuse it after three strikes, and keep training (their validation loss still falls).
+ENVS[3]="LOCO_TEST_POISON=1000"
+swarm hostile 3 --set outer.group_size=3 --set train.steps=150
+ENVS=()
+wait_all hostile 3 150
+H3=$(awk '/^id =/ {print substr($3, 1, 16)}' "$W/hostile/k3.pub")
+for i in 1 2; do
+    grep -q "rejected the contribution of $H3: RMS" "$W/hostile/log$i" || fail "hostile: peer $i did not reject peer 3 by norm"
+    grep -q "$H3: three rejected contributions within ten rounds" "$W/hostile/log$i" || fail "hostile: peer $i did not refuse peer 3"
+done
+"$PY" - "$W" <<'PY' || fail "hostile: training suffered"
+import json, sys
+W = sys.argv[1]
+for i in (1, 2):
+    recs = [json.loads(l) for l in open(f"{W}/hostile/m{i}.jsonl")]
+    ev = [r["val_loss"] for r in recs if r["kind"] == "eval"]
+    rej = [r for r in recs if r["kind"] == "reject"]
+    print(f"  peer {i}: {len(rej)} rejections recorded, val loss {ev[0]:.3f} -> {ev[-1]:.3f}")
+    if not (rej and ev[-1] < ev[0] - 0.3): sys.exit(1)
+PY
+echo "ok 7: a peer sending 1000x pseudo-gradients is rejected, named, refused; the others train on"
 echo "all outer-step scenarios passed"
