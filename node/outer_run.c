@@ -360,16 +360,17 @@ static void s_strike(outer_run_t *o, const uint8_t id[32], const char *why) {
     }
 }
 
-// Robust acceptance of a received pseudo-gradient x (n values): finite, and its RMS at most
-// [outer] max_norm_ratio times the larger of our own (own_rms) and the median of recently accepted
-// ones. Honest peers on the same data distribution, step count and learning rate produce
-// pseudo-gradients of similar size; a scaled-up or random one stands out by orders of magnitude.
-// Returns NULL when accepted, else the reason (in a static buffer).
-static const char *s_check(outer_run_t *o, const float *x, size_t n, double own_rms) {
+// Robust acceptance of a received pseudo-gradient x (n values) from h inner steps: finite, and its
+// RMS per inner step at most [outer] max_norm_ratio times the larger of our own (own_rms over
+// own_h steps) and the median of recently accepted ones. Honest peers on the same data
+// distribution and learning-rate schedule move their weights by similar amounts per step; a
+// scaled-up or random pseudo-gradient stands out by orders of magnitude. Per step, because pacing
+// makes rounds of different lengths. Returns NULL when accepted, else the reason (static buffer).
+static const char *s_check(outer_run_t *o, const float *x, size_t n, uint32_t h, double own_rms, uint32_t own_h) {
     static char why[160];
     if (!s_finite(x, n)) return "not finite";
-    double rms = s_rms(x, n);
-    double ref = own_rms;
+    double rms = s_rms(x, n) / (h ? h : 1);
+    double ref = own_rms / (own_h ? own_h : 1);
     if (o->nnorm > 0) {
         double h[16];
         int k = o->nnorm < 16 ? o->nnorm : 16;
@@ -378,7 +379,8 @@ static const char *s_check(outer_run_t *o, const float *x, size_t n, double own_
         if (h[k / 2] > ref) ref = h[k / 2];
     }
     if (o->cfg.max_norm_ratio > 0 && ref > 0 && rms > o->cfg.max_norm_ratio * ref) {
-        snprintf(why, sizeof why, "RMS %.3g is over %g x the reference %.3g", rms, (double)o->cfg.max_norm_ratio, ref);
+        snprintf(why, sizeof why, "RMS per inner step %.3g is over %g x the reference %.3g", rms,
+                 (double)o->cfg.max_norm_ratio, ref);
         return why;
     }
     o->norm_hist[o->nnorm++ % 16] = rms;
@@ -405,7 +407,8 @@ static void s_noloco_finish(outer_run_t *o) {
         if (s_refused(o, o->mem[j])) why = "refused for now (a repeated offender)";
         else if (!m || !d || !f || d->n != o->n || f->n != o->n) why = "incomplete or wrong size";
         else if (m->steps > o->cfg.inner_steps) why = "claims more inner steps than H";
-        else if (!(why = s_check(o, d->data, d->n, own_rms)) && !s_finite(f->data, f->n)) why = "anchor drift not finite";
+        else if (!(why = s_check(o, d->data, d->n, m->steps, own_rms, o->post_steps)) && !s_finite(f->data, f->n))
+            why = "anchor drift not finite";
         else if (!why && o->cfg.max_norm_ratio > 0 && s_rms(f->data, f->n) > o->cfg.max_norm_ratio * (own_drift + own_rms))
             why = "anchor drift far larger than ours";
         if (why) {
@@ -567,7 +570,7 @@ static void s_diloco_reduce(outer_run_t *o) {
         else if (memcmp(m->hash, o->rhash, 32) != 0) why = "counts other members in this round";
         else if (d->n != len) why = "wrong size";
         else if (o->msteps[j] > o->cfg.inner_steps) why = "claims more inner steps than H";
-        else why = s_check(o, d->data, d->n, own_rms);
+        else why = s_check(o, d->data, d->n, o->msteps[j], own_rms, o->msteps[o->self_k]);
         if (why) {
             if (!strcmp(why, "counts other members in this round") || s_refused(o, o->mem[j])) {
                 log_warn("outer", "round %llu: left out the part of %s: %s", (unsigned long long)o->round, who, why);
@@ -1235,6 +1238,80 @@ static void s_record(outer_run_t *o, trainer_t *t, train_ctx_t *x, const char *h
                   waited_flag ? "true" : "false", a16, util, ru, x->compute_s, wall);
 }
 
+// Checkpoints during loco run: at a round boundary, a snapshot of every section is copied into one
+// buffer (the compute thread pays a memcpy), and a writer thread saves it atomically (temp file,
+// fsync, rename, manifest). One write at a time: a snapshot due while the previous one is still
+// being written is skipped (logged).
+typedef struct {
+    pthread_t th;
+    atomic_int busy;
+    int started;
+    ckpt_t c;
+    uint8_t *arena;
+    char dir[CONFIG_PATH_MAX];
+    uint64_t step;
+    int keep;
+} ckpt_writer_t;
+
+static void *s_ckpt_write(void *arg) {
+    ckpt_writer_t *w = arg;
+    char err[1536], path[1200];
+    double t0 = metrics_mono();
+    if (ckpt_dir_save(&w->c, w->dir, w->step, w->keep, path, sizeof path, err, sizeof err) != 0)
+        log_error("train", "checkpoint at step %llu failed (the previous one is intact): %s", (unsigned long long)w->step, err);
+    else
+        log_info("train", "checkpoint step %llu -> %s (written in the background in %.2fs)", (unsigned long long)w->step,
+                 path, metrics_mono() - t0);
+    free(w->arena);
+    w->arena = NULL;
+    atomic_store(&w->busy, 0);
+    return NULL;
+}
+
+static void s_ckpt_join(ckpt_writer_t *w) {
+    if (w->started) pthread_join(w->th, NULL);
+    w->started = 0;
+}
+
+static void s_ckpt_async(ckpt_writer_t *w, outer_run_t *o, trainer_t *t) {
+    if (atomic_load(&w->busy)) {
+        log_warn("train", "step %llu: the previous checkpoint is still being written; skipping this one",
+                 (unsigned long long)t->step);
+        return;
+    }
+    s_ckpt_join(w);
+    ckpt_t c = {0};
+    uint8_t scratch[256];
+    trainer_ckpt_add(t, &c, scratch);
+    s_ckpt_extra(o, &c);
+    size_t total = 0;
+    for (int i = 0; i < c.n; i++) total += c.sec[i].len;
+    w->arena = malloc(total ? total : 1);
+    if (!w->arena || c.n == 0) {
+        log_error("train", "step %llu: no memory for a checkpoint snapshot; skipping it", (unsigned long long)t->step);
+        free(w->arena);
+        w->arena = NULL;
+        return;
+    }
+    size_t off = 0;
+    for (int i = 0; i < c.n; i++) {
+        memcpy(w->arena + off, c.sec[i].data, c.sec[i].len);
+        c.sec[i].data = w->arena + off;
+        off += c.sec[i].len;
+    }
+    w->c = c;
+    snprintf(w->dir, sizeof w->dir, "%s", t->cfg.checkpoint_dir);
+    w->step = t->step;
+    w->keep = t->cfg.checkpoint_keep;
+    atomic_store(&w->busy, 1);
+    if (pthread_create(&w->th, NULL, s_ckpt_write, w) != 0) {
+        log_error("train", "cannot start the checkpoint writer: writing in this thread");
+        s_ckpt_write(w);
+        return;
+    }
+    w->started = 1;
+}
+
 int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
     char err[1536];
     size_t n = t->model->num_params, nb = n * sizeof(float);
@@ -1289,8 +1366,12 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
     train_ctx_t x;
     train_ctx_init(&x, t, o->env.mx, stop);
     x.final_checkpoint = 0;
+    x.periodic_checkpoints = 0; // at round boundaries, written in the background (below)
     x.ckpt_extra = s_ckpt_extra;
     x.ckpt_ctx = o;
+    static ckpt_writer_t writer; // one per process
+    memset(&writer, 0, sizeof writer);
+    uint64_t every = (uint64_t)t->cfg.checkpoint_every, next_ckpt = every ? (t->step / every + 1) * every : UINT64_MAX;
     int rc = 0, inflight = 0;
     uint64_t total = (uint64_t)t->cfg.steps, H = (uint64_t)o->cfg.inner_steps;
     uint64_t posted_round = 0, posted_h = 0, overlap_steps = 0;
@@ -1303,6 +1384,10 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
     for (;;) {
         uint64_t h = 0;
         int early = 0, last = 0;
+        if (t->step >= next_ckpt && t->step < total && !*stop) { // the round boundary after checkpoint_every steps
+            if (trainer_sync(t, 0, err, sizeof err) == 0) s_ckpt_async(&writer, o, t);
+            next_ckpt = (t->step / every + 1) * every;
+        }
         if (rc == 0 && t->step < total && !*stop) {
             atomic_store(&o->cur_round, round);
             snprintf(x.status, sizeof x.status, " | outer %llu%s", (unsigned long long)round, inflight ? " (exchanging)" : "");
@@ -1388,6 +1473,7 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
         s_record(o, t, &x, how, h, early, 0, 1, waited, &round_c0, &round_w0);
     }
     free(theta_start);
+    s_ckpt_join(&writer); // the last checkpoint is written after any background one
     if (rc == 0 && !*stop && t->step >= total) {
         if (t->cfg.eval_every > 0) {
             float vl = trainer_eval(t, t->cfg.eval_batches);

@@ -65,6 +65,7 @@ void train_ctx_init(train_ctx_t *x, trainer_t *t, metrics_t *mx, volatile sig_at
     x->t_start = x->t_last = metrics_mono();
     x->first = t->step;
     x->final_checkpoint = 1;
+    x->periodic_checkpoints = 1;
 }
 
 int train_step_logged(trainer_t *t, train_ctx_t *x) {
@@ -103,7 +104,7 @@ int train_step_logged(trainer_t *t, train_ctx_t *x) {
             metrics_write(x->mx, "eval", t->step, "\"val_loss\":%.6f,\"elapsed_s\":%.3f", vl, metrics_mono() - x->t_start);
         }
     }
-    if ((t->cfg.checkpoint_every > 0 && t->step % (uint64_t)t->cfg.checkpoint_every == 0) ||
+    if ((x->periodic_checkpoints && t->cfg.checkpoint_every > 0 && t->step % (uint64_t)t->cfg.checkpoint_every == 0) ||
         (x->final_checkpoint && t->step == total)) {
         if (x->tty) fputc('\n', stderr);
         if (train_save(t, x, err, sizeof err) != 0) {

@@ -26,6 +26,7 @@ typedef struct {
     double compute_s;        // wall time spent inside inner steps (compute utilisation)
     uint64_t first;
     int final_checkpoint;    // checkpoint when [train] steps are reached (default 1)
+    int periodic_checkpoints; // every [train] checkpoint_every steps, inside the step (default 1)
     char status[96];         // appended to the progress line (e.g. " | outer 12")
     void (*ckpt_extra)(void *ctx, ckpt_t *c); // adds sections to every checkpoint; may be NULL
     void *ckpt_ctx;

@@ -12,6 +12,8 @@
 #     every peer still completes its rounds and exits 0.
 #  6. kill -9 of one DiLoCo peer mid-run: the others keep taking outer steps and finish; their logs
 #     name the rounds that went short.
+#  8. Checkpoints written in the background at round boundaries; a peer killed with -9 and restarted
+#     resumes from its newest one, outer round included, and goes on with the swarm.
 #  7. A hostile peer sending 1000x pseudo-gradients: rejected by norm with its id logged, refused
 #     after three strikes, and the others' validation loss still falls.
 # Asserts on counters and events from the logs and metrics, never on durations (the timeouts only
@@ -259,7 +261,7 @@ ENVS=()
 wait_all hostile 3 150
 H3=$(awk '/^id =/ {print substr($3, 1, 16)}' "$W/hostile/k3.pub")
 for i in 1 2; do
-    grep -q "rejected the contribution of $H3: RMS" "$W/hostile/log$i" || fail "hostile: peer $i did not reject peer 3 by norm"
+    grep -q "rejected the contribution of $H3: RMS per inner step" "$W/hostile/log$i" || fail "hostile: peer $i did not reject peer 3 by norm"
     grep -q "$H3: three rejected contributions within ten rounds" "$W/hostile/log$i" || fail "hostile: peer $i did not refuse peer 3"
 done
 "$PY" - "$W" <<'PY' || fail "hostile: training suffered"
@@ -273,4 +275,26 @@ for i in (1, 2):
     if not (rej and ev[-1] < ev[0] - 0.3): sys.exit(1)
 PY
 echo "ok 7: a peer sending 1000x pseudo-gradients is rejected, named, refused; the others train on"
+# --- 8. Checkpoints in the background, kill -9, restart: the peer resumes its outer state -------------
+ENVS=([1]="LOCO_TEST_STEP_DELAY_MS=10" [2]="LOCO_TEST_STEP_DELAY_MS=10")
+swarm resume 2 --set train.steps=240 --set train.checkpoint_every=40
+t0=$SECONDS
+until grep -q "written in the background" "$W/resume/log2" 2>/dev/null; do
+    [ $((SECONDS - t0)) -ge 60 ] && fail "resume: no background checkpoint"
+    sleep 0.2
+done
+{ kill -9 "${PID[resume2]}"; wait "${PID[resume2]}"; } 2>/dev/null
+saved=$(grep -o "checkpoint step [0-9]*" "$W/resume/log2" | tail -1 | grep -o "[0-9]*$")
+"$BIN" run -c "$W/base.ini" --set node.key="$W/resume/k2" --set net.listen="tcp://127.0.0.1:${P[resume2]}" \
+    --set train.checkpoint_dir="$W/resume/ck2" --set node.peer_cache="$W/resume/cache2" \
+    --set train.metrics="$W/resume/m2b.jsonl" --set train.steps=240 --set train.checkpoint_every=40 \
+    >"$W/resume/log2b" 2>&1 &
+PID[resume2]=$!
+pids+=("$!")
+wait_all resume 2 150
+grep -q "resumed from .*ckpt_0*$saved.bin at step $saved" "$W/resume/log2b" || fail "resume: did not resume from step $saved"
+grep -q "resuming at round [1-9]" "$W/resume/log2b" || fail "resume: the outer round was not restored"
+n2=$(grep -c '"kind":"outer"' "$W/resume/m2b.jsonl")
+[ "$n2" -ge 3 ] || fail "resume: only $n2 outer steps after the restart"
+echo "ok 8: background checkpoints; after kill -9 the peer resumed at step $saved with its outer round and went on ($n2 outer steps)"
 echo "all outer-step scenarios passed"
