@@ -40,3 +40,13 @@ echo "== membership: SWIM over a simulated network, N = 16..256, loss 0/5/20% (i
 # N = 1000 does not fit the bench budget yet (the simulation is O(N^2) per tick): run it alone with
 # BENCH_GOSSIP_N=1000 "$BUILD/tests/bench/bench_gossip".
 BENCH_GOSSIP_N=${BENCH_GOSSIP_N:-16,64,256} "$BUILD/tests/bench/bench_gossip"
+
+echo
+echo "== outer steps: DiLoCo/NoLoCo × fp32/int8/int4 over 4 peers vs one node with 4x batch (issue: outer benchmark) =="
+# About 30 minutes on 2 cores (8 arms of 600 inner steps), so opt-in: BENCH_OUTER=1 make bench, or run
+# it alone: bash tests/bench/bench_outer.sh (STEPS, H, ARMS overrides).
+if [ "${BENCH_OUTER:-0}" = 1 ]; then
+    bash tests/bench/bench_outer.sh
+else
+    echo "skipped (about 30 minutes): set BENCH_OUTER=1, or run bash tests/bench/bench_outer.sh"
+fi
