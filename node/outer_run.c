@@ -53,6 +53,7 @@ struct outer_run_t {
     int posted, done, abandoned;
     uint64_t post_round;
     uint32_t post_steps;
+    int post_last, res_last;
     uint8_t post_hash[32];
     int res_kind, res_contributors, res_expected, res_short;
     uint64_t res_round, res_tx, res_rx;
@@ -290,8 +291,9 @@ static void s_noloco_begin(outer_run_t *o, uint64_t round) {
                 o->mstate[o->nm++] = M_WAIT;
             }
     }
-    uint8_t meta[4];
+    uint8_t meta[5];
     s_put32(meta, o->post_steps);
+    meta[4] = (uint8_t)o->post_last;
     for (int k = 0; k < o->nm; k++) {
         int ok = s_send_msg(o, o->mem[k], OUTER_MSG_META, round, meta, sizeof meta) == 0;
         ok = ok && s_send_tensor(o, o->mem[k], (uint32_t)Q_DELTA << 24, round, o->codec, o->delta, o->n,
@@ -420,6 +422,7 @@ static void s_noloco_finish(outer_run_t *o) {
         ds[k] = f->data;
         xs[k] = d->data;
         w[k++] = m->steps;
+        // (NoLoCo peers each run their own [train] steps: anchors differ by design, nothing to keep equal.)
         if (g - o->res_group < 16 * 20) g += sprintf(g, "%s\"%s\"", k > 2 ? "," : "", who);
     }
     sprintf(g, "]");
@@ -454,9 +457,10 @@ static void s_diloco_begin(outer_run_t *o, uint64_t round) {
     o->reduced = 0;
     int nv = s_view(o);
     o->ready_expected = nv;
-    uint8_t msg[36];
+    uint8_t msg[37];
     s_put32(msg, o->post_steps);
     memcpy(msg + 4, o->post_hash, 32);
+    msg[36] = (uint8_t)o->post_last;
     const uint8_t *self = gossip_members_self_id(o->env.gm);
     for (int i = 0; i < nv; i++)
         if (memcmp(o->view[i], self, 32) != 0) s_send_msg(o, o->view[i], OUTER_MSG_READY, round, msg, sizeof msg);
@@ -473,10 +477,13 @@ static void s_diloco_fix(outer_run_t *o) {
     uint8_t (*ids)[32] = o->view; // reuse as scratch
     static uint8_t hashes[OUTER_MAX_MEMBERS][32];
     static uint32_t steps[OUTER_MAX_MEMBERS];
+    static int lasts[OUTER_MAX_MEMBERS];
+    lasts[nc] = o->post_last;
     memcpy(ids[nc], self, 32), memcpy(hashes[nc], o->post_hash, 32), steps[nc++] = o->post_steps;
     for (int i = 0; i < o->npend && nc < OUTER_MAX_MEMBERS; i++) {
         pend_t *p = &o->pend[i];
         if (p->kind != P_READY || p->round != o->round) continue;
+        lasts[nc] = (int)p->value;
         memcpy(ids[nc], p->peer, 32), memcpy(hashes[nc], p->hash, 32), steps[nc++] = p->steps;
     }
     // The majority anchor hash (ties: the smallest hash).
@@ -505,6 +512,7 @@ static void s_diloco_fix(outer_run_t *o) {
         if (!memcmp(hashes[i], hashes[best], 32)) {
             memcpy(o->mem[o->nm], ids[i], 32);
             o->msteps[o->nm++] = steps[i];
+            if (lasts[i]) o->res_last = 1; // every member of R sees the same READYs: they all stop together
         }
     // Sort R by id, carrying the steps along.
     for (int i = 1; i < o->nm; i++)
@@ -682,6 +690,7 @@ static void s_begin(outer_run_t *o, uint64_t round, uint64_t now) {
     o->t_begin_ms = now;
     o->deadline_ms = now + s_deadline_span(o);
     o->res_short = 0;
+    o->res_last = o->diloco && o->post_last;
     o->res_group[0] = '\0';
     s_pend_drop_below(o, round);
     if (o->diloco) s_diloco_begin(o, round);
@@ -932,7 +941,7 @@ int outer_run_on_event(outer_run_t *o, net_event_t *ev, uint64_t now) {
     case OUTER_MSG_META:
     case OUTER_MSG_READY: {
         int ready = ev->type == OUTER_MSG_READY;
-        if (len != (ready ? 36u : 4u)) break;
+        if (len != (ready ? 37u : 5u)) break;
         if (r < mine) { // it waits for a round we passed: tell it where we are
             uint8_t m[8];
             ckpt_put_u64(m, mine);
@@ -941,6 +950,7 @@ int outer_run_on_event(outer_run_t *o, net_event_t *ev, uint64_t now) {
         }
         pend_t *p = s_pend_add(o, ready ? P_READY : P_META, ev->peer, r, 0);
         p->steps = s_get32(b);
+        p->value = b[ready ? 36 : 4] == 1; // the sender's last round: the swarm's run ends with it
         if (ready) memcpy(p->hash, b + 4, 32);
         int partner = ready || s_in_group(o, ev->peer, r);
         // Pacing: a partner is ready for the round we compute or a later one; end ours after this step.
@@ -1141,7 +1151,7 @@ static void s_serve_update(outer_run_t *o, uint64_t next_round, const uint8_t ha
 
 // Hands the round's contribution to the net thread: Δ = φ − θ, the drift φ − φ₀ (NoLoCo), the
 // anchor hash, and wakes it.
-static void s_post(outer_run_t *o, uint64_t round, uint32_t h, const float *theta) {
+static void s_post(outer_run_t *o, uint64_t round, uint32_t h, int last, const float *theta) {
     size_t n = o->n;
     for (size_t i = 0; i < n; i++) o->delta[i] = o->phi[i] - theta[i];
     if (o->poison != 0) // test hook: a hostile peer sends a scaled pseudo-gradient
@@ -1153,6 +1163,7 @@ static void s_post(outer_run_t *o, uint64_t round, uint32_t h, const float *thet
     pthread_mutex_lock(&o->mu);
     o->post_round = round;
     o->post_steps = h;
+    o->post_last = last;
     memcpy(o->post_hash, ahash, 32);
     o->posted = 1;
     o->done = 0;
@@ -1372,7 +1383,7 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
     static ckpt_writer_t writer; // one per process
     memset(&writer, 0, sizeof writer);
     uint64_t every = (uint64_t)t->cfg.checkpoint_every, next_ckpt = every ? (t->step / every + 1) * every : UINT64_MAX;
-    int rc = 0, inflight = 0;
+    int rc = 0, inflight = 0, ended = 0; // ended: the swarm's last round came before our [train] steps
     uint64_t total = (uint64_t)t->cfg.steps, H = (uint64_t)o->cfg.inner_steps;
     uint64_t posted_round = 0, posted_h = 0, overlap_steps = 0;
     double wait_total = 0, round_c0 = x.compute_s, round_w0 = metrics_mono();
@@ -1436,6 +1447,12 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
             s_record(o, t, &x, how, posted_h, 0, overlap_steps, !ready, waited, &round_c0, &round_w0);
             overlap_steps = 0;
             inflight = 0;
+            if (o->res_last && !last) {
+                log_info("outer", "round %llu was the swarm's last (a member reached [train] steps): stopping at step %llu",
+                         (unsigned long long)o->res_round, (unsigned long long)t->step);
+                ended = 1;
+                last = 1;
+            }
             if (last) {
                 if (trainer_sync(t, 1, err, sizeof err) != 0) {
                     log_error("outer", "%s", err);
@@ -1446,7 +1463,7 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
         }
         // Contribution: Δ = φ − θ (and the anchor drift φ − φ₀ for NoLoCo), a copy the net thread owns
         // until the result comes back.
-        s_post(o, round, (uint32_t)h, t->model->params);
+        s_post(o, round, (uint32_t)h, t->step >= total, t->model->params);
         posted_round = round;
         posted_h = h;
         if (o->cfg.overlap) {
@@ -1471,12 +1488,27 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
         }
         round = o->res_round + 1;
         s_record(o, t, &x, how, h, early, 0, 1, waited, &round_c0, &round_w0);
+        if (o->res_last && t->step < total) {
+            log_info("outer", "round %llu was the swarm's last (a member reached [train] steps): stopping at step %llu",
+                     (unsigned long long)o->res_round, (unsigned long long)t->step);
+            ended = 1;
+            break;
+        }
     }
     free(theta_start);
     s_ckpt_join(&writer); // the last checkpoint is written after any background one
-    if (rc == 0 && !*stop && t->step >= total) {
+    if (rc == 0 && !*stop && (t->step >= total || ended)) {
         if (t->cfg.eval_every > 0) {
+            // The final anchor's loss (θ may hold carried progress with overlap): evaluate φ.
+            float *keep = malloc(nb);
+            if (keep) memcpy(keep, t->model->params, nb), memcpy(t->model->params, o->phi, nb);
+            if (keep && trainer_sync(t, 1, err, sizeof err) != 0) log_warn("outer", "%s", err);
             float vl = trainer_eval(t, t->cfg.eval_batches);
+            if (keep) {
+                memcpy(t->model->params, keep, nb);
+                if (trainer_sync(t, 1, err, sizeof err) != 0) log_warn("outer", "%s", err);
+                free(keep);
+            }
             if (vl >= 0) {
                 log_info("train", "step %llu val_loss %.4f (anchor after the last outer step)", (unsigned long long)t->step, vl);
                 metrics_write(o->env.mx, "eval", t->step, "\"val_loss\":%.6f,\"elapsed_s\":%.3f,\"anchor\":true", vl,

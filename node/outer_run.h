@@ -37,6 +37,11 @@
 // holds every chunk; at the deadline a missing chunk counts as zero (the outer step then only
 // carries momentum there). All members that miss the same chunks end with identical anchors; one
 // that ends different is caught by the anchor hash at the next READY and re-fetches.
+//
+// The end: DiLoCo's READY carries a "last" flag, set by a member that reached [train] steps; the
+// round whose R holds such a member is the last for every member of R, so the run ends with one
+// anchor (pacing leaves slower members a few steps short of [train] steps). NoLoCo peers each run
+// their own [train] steps (their anchors differ by design).
 #ifndef LOCO_NODE_OUTER_RUN_H
 #define LOCO_NODE_OUTER_RUN_H
 

@@ -156,6 +156,11 @@ for t, groups in sorted(by_round.items()):
         check(len(set(m.values())) == 1, f"diloco round {t}: members of {g} ended with different anchors: {m}")
         if len(g) == 4 and len(m) == 4 and len(set(m.values())) == 1: full += 1
 check(full >= 6, f"diloco: only {full} rounds completed by all 4 peers with one anchor")
+# The run ends together: the round in which the first member reaches [train] steps is everyone's last,
+# so all four end with the same anchor.
+finals = {f: [r for r in recs if r["kind"] == "outer"][-1] for f, recs in dil.items()}
+check(len({(r["round"], r["anchor"]) for r in finals.values()}) == 1,
+      f"diloco: the peers ended with different final anchors: {[(r['round'], r['anchor']) for r in finals.values()]}")
 print(f"  diloco: {len(by_round)} rounds, {full} completed by all 4 with byte-identical anchors")
 sys.exit(0 if ok else 1)
 PY
