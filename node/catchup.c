@@ -877,7 +877,17 @@ int catchup_begin(catchup_t *c, const uint8_t (*donors)[32], int k, uint64_t min
 
 int catchup_add_donor(catchup_t *c, const uint8_t id[32]) {
     if (c->phase != J_WAIT && c->phase != J_FETCH) return -1;
-    if (s_find_donor(c, id) >= 0) return 0;
+    int known = s_find_donor(c, id);
+    if (known >= 0) {
+        // A donor that had no version of the wanted round yet (NACK) may have one now: ask again.
+        s_donor_t *d = &c->donor[known];
+        if (d->nacked && !d->holder && !d->bad && !d->gone && !d->has_m) {
+            d->nacked = 0;
+            d->answered = 0;
+            return s_send_version_req(c, d);
+        }
+        return 0;
+    }
     if (c->nd >= CATCHUP_MAX_DONORS) return -1;
     s_donor_t *d = &c->donor[c->nd++];
     memcpy(d->id, id, 32);

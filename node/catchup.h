@@ -130,6 +130,8 @@ const uint8_t *catchup_published_id(const catchup_t *c);
 int catchup_begin(catchup_t *c, const uint8_t (*donors)[32], int k, uint64_t min_round);
 // Joiner: adds a donor to a running catch-up (asks its version; it becomes a holder if it names the
 // version being fetched, or a candidate while manifests are still awaited). Returns 0 or -1.
+// Adds a donor mid-transfer (asks it for its version); a known donor that answered NACK (no version of
+// the wanted round yet) is asked again.
 int catchup_add_donor(catchup_t *c, const uint8_t id[32]);
 // Joiner: the caller learned a donor left (membership, connection loss); its chunks go elsewhere.
 void catchup_donor_gone(catchup_t *c, const uint8_t id[32]);

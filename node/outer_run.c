@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "net/fingerprint.h"
+#include "node/catchup.h"
 #include "node/log.h"
 #include "node/train_loop.h"
 #include "optim/codec.h"
@@ -20,8 +21,8 @@
 #define HIST 8
 
 // What a pending entry holds. Tensors carry quantity = kind << 24 | chunk.
-enum { P_META = 1, P_DELTA, P_DRIFT, P_READY, P_PARTMETA, P_PART, P_REDMETA, P_RED, P_ANCHORMETA, P_ANCHOR, P_MOM, P_DECLINE };
-enum { Q_DELTA = 1, Q_DRIFT = 2, Q_PART = 3, Q_RED = 4, Q_ANCHOR = 5, Q_MOM = 6 };
+enum { P_META = 1, P_DELTA, P_DRIFT, P_READY, P_PARTMETA, P_PART, P_REDMETA, P_RED, P_DECLINE };
+enum { Q_DELTA = 1, Q_DRIFT = 2, Q_PART = 3, Q_RED = 4 }; // 7: catch-up chunks (node/catchup.h)
 // Result kinds.
 enum { RES_MEAN = 1, RES_REFETCH = 2 };
 // Exchange phases on the net thread.
@@ -34,7 +35,7 @@ typedef struct {
     uint8_t peer[32];
     uint64_t round;
     uint32_t chunk, steps, contributors;
-    uint64_t value;        // ANCHOR: the donor's next round
+    uint64_t value;        // META/READY: the sender's last-round flag
     uint8_t hash[32];
     float *data;
     size_t n;
@@ -60,6 +61,7 @@ struct outer_run_t {
     double res_exchange_s;
     char res_group[16 * 20 + 64];
     _Atomic uint64_t cur_round;    // the round the compute thread is running
+    uint64_t cur_step;             // compute thread: inner steps done (for the published version)
     _Atomic uint64_t ready_above;  // > cur_round: a partner is ready, end the round (pacing)
     atomic_int view_n, training;   // training members in view (until training starts)
     net_waker_t *waker;
@@ -68,16 +70,21 @@ struct outer_run_t {
     // phi0, delta, drift and writes mean_delta/mean_phi only between a post and its result.
     size_t n;
     float *phi, *mom, *phi0, *delta, *drift, *resid, *mean_delta, *mean_phi, *scratch;
-    // The last completed anchor, served to peers that re-fetch (DiLoCo); guarded by mu.
-    float *srv_phi, *srv_mom;
-    uint64_t srv_next_round;
-    uint8_t srv_hash[32];
-    int srv_valid;
+    // The last completed outer state φ ‖ momentum, for peers that catch up (node/catchup.h): the
+    // compute thread copies it here after every outer step (mu); the net thread publishes it when a
+    // peer asks for a version.
+    float *srv_state;
+    uint64_t srv_next_round, srv_step;
+    int srv_dirty;
+    catchup_t *cu;
+    uint64_t cu_retry_ms;
+    uint8_t (*cu_donors)[32];
+    int cu_ndonors;
+    uint64_t cu_min_round;
+    int cu_sized;
     int restored_outer;            // the resumed checkpoint held an outer state
     uint8_t last_hash[32];         // of the anchor after the last applied outer step
     double t_post;
-    struct { uint8_t id[32]; uint64_t round; } areq[16]; // re-fetches waiting for our round to complete
-    int nareq;
     // Robust acceptance (see s_check): recent accepted RMS norms, and offenders.
     double norm_hist[16];
     int nnorm;
@@ -96,7 +103,6 @@ struct outer_run_t {
     int *mstate;
     uint32_t *msteps;
     uint8_t rhash[32];
-    uint8_t donor[32];
     uint64_t tx0, rx0, round_hint;
     uint8_t (*view)[32];
     int *group_of;
@@ -469,6 +475,22 @@ static void s_diloco_begin(outer_run_t *o, uint64_t round) {
 
 static int s_cmp_id(const void *a, const void *b) { return memcmp(a, b, 32); }
 
+// Starts catching up (phase PH_REFETCH) from the k donors in o->cu_donors to a version of round
+// ≥ min_round. Donors that have not finished that round yet answer NACK: the attempt is repeated
+// every half second until the exchange's deadline.
+static void s_catchup_start(outer_run_t *o, int k, uint64_t min_round, uint64_t now) {
+    o->phase = PH_REFETCH;
+    // A catch-up is not bound to one exchange's deadline: give it two minutes at least.
+    if (o->deadline_ms < now + 120000) o->deadline_ms = now + 120000;
+    o->cu_ndonors = k;
+    o->cu_min_round = min_round;
+    o->cu_retry_ms = now + 500;
+    log_info("outer", "round %llu: catching up: asking %d donor%s for the outer state of round %llu or later",
+             (unsigned long long)o->round, k, k == 1 ? "" : "s", (unsigned long long)min_round);
+    if (k == 0 || catchup_begin(o->cu, (const uint8_t (*)[32])o->cu_donors, k, min_round) != 0)
+        log_warn("outer", "catch-up could not start: %s", catchup_error(o->cu));
+}
+
 // READY phase over: fix R (or decide to re-fetch) and send our parts.
 static void s_diloco_fix(outer_run_t *o) {
     const uint8_t *self = gossip_members_self_id(o->env.gm);
@@ -494,17 +516,14 @@ static void s_diloco_fix(outer_run_t *o) {
         if (c > best_count || (c == best_count && memcmp(hashes[i], hashes[best], 32) < 0)) best = i, best_count = c;
     }
     if (memcmp(hashes[best], o->post_hash, 32) != 0) {
-        // Our anchor is not the round's: fetch it from the majority member with the smallest id.
-        int donor = -1;
-        for (int i = 0; i < nc; i++)
-            if (!memcmp(hashes[i], hashes[best], 32) && (donor < 0 || memcmp(ids[i], ids[donor], 32) < 0)) donor = i;
-        memcpy(o->donor, ids[donor], 32);
-        char who[17];
-        s_short(o->donor, who);
-        log_warn("outer", "round %llu: our anchor differs from the majority's (%d of %d members): re-fetching it from %s",
-                 (unsigned long long)o->round, best_count, nc, who);
-        o->phase = PH_REFETCH;
-        s_send_msg(o, o->donor, OUTER_MSG_ANCHOR_REQ, o->round, NULL, 0);
+        // Our anchor is not the round's: catch up to the state this round produces (version ≥ r + 1)
+        // from the members that hold the majority's anchor, in parallel.
+        log_warn("outer", "round %llu: our anchor differs from the majority's (%d of %d members): catching up",
+                 (unsigned long long)o->round, best_count, nc);
+        int k = 0;
+        for (int i = 0; i < nc && k < CATCHUP_MAX_DONORS; i++)
+            if (!memcmp(hashes[i], hashes[best], 32)) memcpy(o->cu_donors[k++], ids[i], 32);
+        s_catchup_start(o, k, o->round + 1, s_mono_ms());
         return;
     }
     o->nm = 0;
@@ -721,10 +740,7 @@ static void s_retarget(outer_run_t *o, uint64_t round, uint64_t now) {
     s_begin(o, round, now);
 }
 
-static void s_serve_queued(outer_run_t *o);
-
 void outer_run_tick(outer_run_t *o, uint64_t now) {
-    if (o->nareq) s_serve_queued(o);
     if (o->held) {
         if (access(o->hold_file, F_OK) == 0) return;
         log_info("outer", "round %llu: test hook released", (unsigned long long)o->round);
@@ -733,6 +749,10 @@ void outer_run_tick(outer_run_t *o, uint64_t now) {
         return;
     }
     if (!atomic_load(&o->training)) atomic_store(&o->view_n, s_view(o));
+    else if (!o->cu_sized) {
+        catchup_set_expected_n(o->cu, 2 * (uint64_t)o->n); // a version of another size is never accepted
+        o->cu_sized = 1;
+    }
     if (o->phase == PH_IDLE) {
         pthread_mutex_lock(&o->mu);
         int go = o->posted && !o->done;
@@ -750,7 +770,32 @@ void outer_run_tick(outer_run_t *o, uint64_t now) {
         if (target != o->post_round)
             log_info("outer", "round %llu: partners are at round %llu; joining it", (unsigned long long)o->post_round,
                      (unsigned long long)target);
-        s_begin(o, target, now);
+        // A NoLoCo joiner (no outer step yet) or a peer far behind takes a partner's outer state first
+        // rather than pulling the swarm toward its stale anchor (DiLoCo does the same by anchor hash).
+        if (!o->diloco && target >= o->post_round + 2 && (o->st.rounds == 0 || target >= o->post_round + 10)) {
+            int k = 0;
+            for (int i = 0; i < o->npend && k < CATCHUP_MAX_DONORS; i++) {
+                pend_t *p = &o->pend[i];
+                int dup = 0;
+                for (int j = 0; j < k; j++) dup |= !memcmp(o->cu_donors[j], p->peer, 32);
+                if (p->kind == P_META && p->round == target && !dup) memcpy(o->cu_donors[k++], p->peer, 32);
+            }
+            if (k == 0) { // told by ROUND_IS only: ask the training members we see
+                int nv = s_view(o), me = s_self_index(o, nv);
+                for (int i = 0; i < nv && k < 8; i++)
+                    if (i != me) memcpy(o->cu_donors[k++], o->view[i], 32);
+            }
+            o->t_begin_ms = now;
+            o->deadline_ms = now + s_deadline_span(o);
+            o->res_short = 0;
+            o->res_last = 0;
+            o->res_group[0] = '\0';
+            o->round = target;
+            s_pend_drop_below(o, target);
+            s_catchup_start(o, k, target, now);
+        } else {
+            s_begin(o, target, now);
+        }
     }
     int finished = 0;
     switch (o->phase) {
@@ -830,13 +875,15 @@ void outer_run_tick(outer_run_t *o, uint64_t now) {
         break;
     }
     case PH_REFETCH: {
-        pend_t *m = s_pend_find(o, P_ANCHORMETA, o->donor, o->round, 0);
-        pend_t *a = s_pend_find(o, P_ANCHOR, o->donor, o->round, 0);
-        pend_t *b = s_pend_find(o, P_MOM, o->donor, o->round, 0);
-        if (m && a && b && a->n == o->n && b->n == o->n && s_finite(a->data, a->n) && s_finite(b->data, b->n)) {
-            memcpy(o->mean_delta, a->data, o->n * sizeof(float));
-            memcpy(o->mean_phi, b->data, o->n * sizeof(float));
-            if (m->value > 0) o->round = m->value - 1; // the compute thread continues at the donor's next round
+        for (int i = 0; i < o->cu_ndonors; i++) // a donor the failure detector gave up on: reassign now
+            if (!s_alive(o, o->cu_donors[i])) catchup_donor_gone(o->cu, o->cu_donors[i]);
+        catchup_tick(o->cu, now);
+        int d = catchup_done(o->cu);
+        catchup_result_t cr;
+        if (d == 1 && catchup_result(o->cu, &cr) == 0 && cr.n == 2 * o->n) {
+            memcpy(o->mean_delta, cr.state, o->n * sizeof(float));        // φ
+            memcpy(o->mean_phi, cr.state + o->n, o->n * sizeof(float));   // momentum
+            if (cr.round > 0) o->round = cr.round - 1; // the compute thread continues at the version's round
             o->res_kind = RES_REFETCH;
             o->res_contributors = 1;
             o->res_expected = 1;
@@ -844,15 +891,22 @@ void outer_run_tick(outer_run_t *o, uint64_t now) {
             o->st.refetches++;
             finished = 1;
         } else if (now >= o->deadline_ms) {
-            log_warn("outer", "round %llu: the anchor did not arrive; applying our own pseudo-gradient alone",
-                     (unsigned long long)o->round);
+            log_warn("outer", "round %llu: could not catch up in time (%s); applying our own pseudo-gradient alone",
+                     (unsigned long long)o->round, d < 0 ? catchup_error(o->cu) : "still running");
             memcpy(o->mean_delta, o->delta, o->n * sizeof(float));
+            memcpy(o->mean_phi, o->phi, o->n * sizeof(float));
             o->res_kind = RES_MEAN;
             o->res_contributors = 1;
             o->res_expected = 1;
             o->res_short = 1;
             snprintf(o->res_group, sizeof o->res_group, "[]");
             finished = 1;
+        } else if (d != 0 && now >= o->cu_retry_ms) { // donors not there yet (NACK) or gone: ask again
+            o->cu_retry_ms = now + 500;
+            catchup_begin(o->cu, (const uint8_t (*)[32])o->cu_donors, o->cu_ndonors, o->cu_min_round);
+        } else if (d == 0 && now >= o->cu_retry_ms) { // running: donors that had not finished the round yet join in
+            o->cu_retry_ms = now + 500;
+            for (int i = 0; i < o->cu_ndonors; i++) catchup_add_donor(o->cu, o->cu_donors[i]);
         }
         break;
     }
@@ -870,49 +924,33 @@ void outer_run_tick(outer_run_t *o, uint64_t now) {
     }
 }
 
-// Serves an anchor re-fetch for round `round` once we hold the anchor that round produced: a peer
-// left out of round r must enter r + 1 with the anchor every member of r ends with. Returns 1 when
-// served (or never servable), 0 when it must wait for our round to complete.
-static int s_serve_anchor(outer_run_t *o, const uint8_t to[32], uint64_t round) {
+// Net thread: hands the newest completed outer state to the catch-up module (on demand: hashing it
+// every round would cost the net thread a pass over the state for nothing when nobody asks).
+static void s_publish(outer_run_t *o) {
     pthread_mutex_lock(&o->mu);
-    int ready = o->srv_valid && o->srv_next_round > round;
-    if (!ready) {
-        pthread_mutex_unlock(&o->mu);
-        return 0;
-    }
-    {
-        uint8_t meta[40];
-        ckpt_put_u64(meta, o->srv_next_round);
-        memcpy(meta + 8, o->srv_hash, 32);
-        char who[17];
-        s_short(to, who);
-        log_info("outer", "serving our anchor (next round %llu) to %s", (unsigned long long)o->srv_next_round, who);
-        if (s_send_msg(o, to, OUTER_MSG_ANCHOR, round, meta, sizeof meta) == 0 &&
-            s_send_tensor(o, to, (uint32_t)Q_ANCHOR << 24, round, CODEC_FP32, o->srv_phi, o->n, NULL) == 0)
-            s_send_tensor(o, to, (uint32_t)Q_MOM << 24, round, CODEC_FP32, o->srv_mom, o->n, NULL);
-    }
+    if (o->srv_dirty && catchup_publish(o->cu, o->srv_next_round, o->srv_step, o->srv_state, 2 * o->n) == 0)
+        o->srv_dirty = 0;
     pthread_mutex_unlock(&o->mu);
-    return 1;
-}
-
-static void s_serve_queued(outer_run_t *o) {
-    for (int i = 0; i < o->nareq;) {
-        if (s_serve_anchor(o, o->areq[i].id, o->areq[i].round)) o->areq[i] = o->areq[--o->nareq];
-        else i++;
-    }
 }
 
 int outer_run_on_event(outer_run_t *o, net_event_t *ev, uint64_t now) {
+    // Catch-up messages and chunks go to the module; a version request first publishes our newest state.
+    if ((ev->kind == NET_EV_MESSAGE && ev->type >= CATCHUP_MSG_FIRST && ev->type <= CATCHUP_MSG_LAST) ||
+        (ev->kind == NET_EV_TENSOR && ev->quantity >> 24 == CATCHUP_KIND)) {
+        if (ev->kind == NET_EV_MESSAGE && ev->type == CATCHUP_MSG_VERSION_REQ) s_publish(o);
+        catchup_on_event(o->cu, ev, now);
+        return 1;
+    }
     if (ev->kind == NET_EV_TENSOR) {
         int kind = (int)(ev->quantity >> 24);
         uint32_t chunk = ev->quantity & 0xffffff;
-        static const int map[] = {0, P_DELTA, P_DRIFT, P_PART, P_RED, P_ANCHOR, P_MOM};
-        if (kind < Q_DELTA || kind > Q_MOM) return 0;
+        static const int map[] = {0, P_DELTA, P_DRIFT, P_PART, P_RED};
+        if (kind < Q_DELTA || kind > Q_RED) return 0;
         if (o->phase != PH_IDLE && ev->round < o->round) return 1; // stale
         uint64_t mine = o->phase != PH_IDLE ? o->round : atomic_load(&o->cur_round);
         // Bounded memory: whole-model tensors must have the model's size, chunks at most that, and
         // nothing is kept for rounds far ahead (a joiner learns those rounds from messages).
-        int whole = kind == Q_DELTA || kind == Q_DRIFT || kind == Q_ANCHOR || kind == Q_MOM;
+        int whole = kind == Q_DELTA || kind == Q_DRIFT;
         const char *bad = NULL;
         if (atomic_load(&o->training) && (whole ? ev->n != o->n : ev->n > o->n)) bad = "wrong size";
         else if (ev->round > mine + 64) bad = "for a round too far ahead";
@@ -942,6 +980,12 @@ int outer_run_on_event(outer_run_t *o, net_event_t *ev, uint64_t now) {
     case OUTER_MSG_READY: {
         int ready = ev->type == OUTER_MSG_READY;
         if (len != (ready ? 37u : 5u)) break;
+        if (o->phase == PH_REFETCH && r >= o->round) { // catching up: not in this round, don't make it wait
+            uint8_t m[8];
+            ckpt_put_u64(m, r);
+            s_send_msg(o, ev->peer, OUTER_MSG_ROUND_IS, r, m, sizeof m);
+            break;
+        }
         if (r < mine) { // it waits for a round we passed: tell it where we are
             uint8_t m[8];
             ckpt_put_u64(m, mine);
@@ -999,26 +1043,6 @@ int outer_run_on_event(outer_run_t *o, net_event_t *ev, uint64_t now) {
         if (theirs > o->round && o->phase != PH_REFETCH) s_retarget(o, theirs, now);
         break;
     }
-    case OUTER_MSG_ANCHOR_REQ:
-        if (!o->diloco || s_serve_anchor(o, ev->peer, r)) break;
-        for (int i = 0; i < o->nareq; i++)
-            if (!memcmp(o->areq[i].id, ev->peer, 32)) {
-                o->areq[i].round = r;
-                goto queued;
-            }
-        if (o->nareq < 16) {
-            memcpy(o->areq[o->nareq].id, ev->peer, 32);
-            o->areq[o->nareq++].round = r;
-        }
-    queued:
-        break;
-    case OUTER_MSG_ANCHOR: {
-        if (len != 40) break;
-        pend_t *p = s_pend_add(o, P_ANCHORMETA, ev->peer, r, 0);
-        p->value = ckpt_get_u64(b);
-        memcpy(p->hash, b + 8, 32);
-        break;
-    }
     default:
         break;
     }
@@ -1060,7 +1084,14 @@ outer_run_t *outer_run_new(const outer_env_t *env, char *err, size_t errlen) {
     o->mstate = calloc(OUTER_MAX_MEMBERS, sizeof *o->mstate);
     o->msteps = calloc(OUTER_MAX_MEMBERS, sizeof *o->msteps);
     o->group_of = calloc(OUTER_MAX_MEMBERS, sizeof *o->group_of);
-    if (!o->pend || !o->mem || !o->view || !o->mstate || !o->msteps || !o->group_of || o->codec < 0) {
+    o->cu_donors = calloc(CATCHUP_MAX_DONORS, 32);
+    char why[256];
+    // 32768 values (128 KiB) per chunk: enough chunks to spread a small model over several donors, a
+    // manifest of 32 bytes per 128 KiB for a large one.
+    o->cu = catchup_new(env->net, 32768, why, sizeof why);
+    if (!o->cu) log_error("outer", "catch-up: %s", why);
+    if (!o->pend || !o->mem || !o->view || !o->mstate || !o->msteps || !o->group_of || !o->cu_donors || !o->cu ||
+        o->codec < 0) {
         snprintf(err, errlen, o->codec < 0 ? "unknown codec" : "out of memory");
         outer_run_destroy(&o);
         return NULL;
@@ -1078,8 +1109,10 @@ void outer_run_destroy(outer_run_t **self_p) {
     free(o->mstate);
     free(o->msteps);
     free(o->group_of);
+    free(o->cu_donors);
+    catchup_destroy(&o->cu);
     float *bufs[] = {o->phi, o->mom, o->phi0, o->delta, o->drift, o->resid, o->mean_delta, o->mean_phi,
-                     o->scratch, o->srv_phi, o->srv_mom};
+                     o->scratch, o->srv_state};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     pthread_mutex_destroy(&o->mu);
     pthread_cond_destroy(&o->cv);
@@ -1137,15 +1170,15 @@ static void s_sha_hex16(const float *x, size_t n, char out[17], uint8_t full[32]
     s_hex(h, 8, out);
 }
 
-// Publishes the anchor just completed, for peers that re-fetch.
-static void s_serve_update(outer_run_t *o, uint64_t next_round, const uint8_t hash[32]) {
-    if (!o->diloco) return;
+// Compute thread: the outer state just completed (φ ‖ momentum, the next round, the inner step),
+// kept servable for peers that catch up while the next round runs.
+static void s_serve_update(outer_run_t *o, uint64_t next_round, uint64_t step) {
     pthread_mutex_lock(&o->mu);
-    memcpy(o->srv_phi, o->phi, o->n * sizeof(float));
-    memcpy(o->srv_mom, o->mom, o->n * sizeof(float));
+    memcpy(o->srv_state, o->phi, o->n * sizeof(float));
+    memcpy(o->srv_state + o->n, o->mom, o->n * sizeof(float));
     o->srv_next_round = next_round;
-    memcpy(o->srv_hash, hash, 32);
-    o->srv_valid = 1;
+    o->srv_step = step;
+    o->srv_dirty = 1;
     pthread_mutex_unlock(&o->mu);
 }
 
@@ -1214,7 +1247,7 @@ static int s_apply(outer_run_t *o, const char **how) {
     if (o->res_short) o->st.short_rounds++;
     uint8_t ahash[32];
     net_sha256(o->phi, nb, ahash);
-    s_serve_update(o, o->res_round + 1, ahash);
+    s_serve_update(o, o->res_round + 1, o->cur_step);
     memcpy(o->last_hash, ahash, 32);
     return 0;
 }
@@ -1327,8 +1360,7 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
     char err[1536];
     size_t n = t->model->num_params, nb = n * sizeof(float);
     o->n = n;
-    float **bufs[] = {&o->phi,     &o->mom,     &o->phi0,    &o->delta,  &o->drift,
-                      &o->mean_delta, &o->mean_phi, &o->scratch, &o->srv_phi, &o->srv_mom};
+    float **bufs[] = {&o->phi, &o->mom, &o->phi0, &o->delta, &o->drift, &o->mean_delta, &o->mean_phi, &o->scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         *bufs[i] = calloc(n, sizeof(float));
         if (!*bufs[i]) {
@@ -1336,7 +1368,7 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
             return 1;
         }
     }
-    if (o->ef && !(o->resid = calloc(n, sizeof(float)))) {
+    if (!(o->srv_state = calloc(2 * n, sizeof(float))) || (o->ef && !(o->resid = calloc(n, sizeof(float))))) {
         log_error("outer", "out of memory");
         return 1;
     }
@@ -1437,12 +1469,14 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
             if (!s_wait_result(o, stop, &waited)) break; // stopped: leave without an outer step
             wait_total += waited;
             const char *how;
+            o->cur_step = t->step;
             if (s_apply(o, &how) != 0) {
                 rc = 1;
                 break;
             }
             // Carry over the local progress of the round just run: θ ← φ_new + (θ − θ_start).
-            outer_co2_carry(t->model->params, o->phi, theta_start, n);
+            if (o->res_kind == RES_REFETCH) memcpy(t->model->params, o->phi, nb); // caught up: nothing to carry
+            else outer_co2_carry(t->model->params, o->phi, theta_start, n);
             if (o->res_round + 1 > round) round = o->res_round + 1;
             s_record(o, t, &x, how, posted_h, 0, overlap_steps, !ready, waited, &round_c0, &round_w0);
             overlap_steps = 0;
@@ -1476,6 +1510,7 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
         if (!s_wait_result(o, stop, &waited)) break;
         wait_total += waited;
         const char *how;
+        o->cur_step = t->step;
         if (s_apply(o, &how) != 0) {
             rc = 1;
             break;

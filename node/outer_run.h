@@ -12,7 +12,9 @@
 // for more than one inner step of the slowest partner plus the transfer; every contribution is
 // weighted by the inner steps actually run. A peer that learns its partners are two or more rounds
 // ahead (a joiner, a returning peer) jumps to their round; one round ahead is served next round,
-// which then ends after one step.
+// which then ends after one step. A NoLoCo peer that jumps before its first outer step, or ten or
+// more rounds, first takes a partner's outer state by catch-up (node/catchup.h: NoLoCo anchors
+// differ, so it takes one donor's version — the one with the highest round, then the smallest id).
 //
 // Who takes part. The live members of this peer's view that train (their record's step rate is
 // non-zero: a seed with [train] steps = 0 is never a partner), sorted by id.
@@ -28,8 +30,9 @@
 // DiLoCo: 1. every member sends READY(t, h, anchor hash) to every training member it sees and
 // waits for READY from all of them (or half the deadline). 2. The round's members R are this peer
 // and the READY senders whose anchor hash is the majority hash (ties: the smallest hash); a member
-// whose own hash is not the majority's re-fetches the anchor and momentum from a majority member
-// instead of contributing. 3. Reduce-scatter: R sorted by id, chunk c = [c·n/M, (c+1)·n/M) is owned
+// whose own hash is not the majority's catches up instead of contributing: it fetches the outer
+// state the round produces (anchor ‖ momentum, version of round ≥ t + 1) from all majority members
+// in parallel (node/catchup.h) and enters round t + 1 with it. 3. Reduce-scatter: R sorted by id, chunk c = [c·n/M, (c+1)·n/M) is owned
 // by R[c]; each member sends chunk c of its Δ to its owner (codec + error feedback), tagged with the
 // hash of R, and the owner — which sees every raw contribution — takes the weighted mean of those
 // whose R-hash equals its own, quantizes it once, applies the dequantized values itself and sends
@@ -61,10 +64,8 @@ enum {
     OUTER_MSG_PART = 52,     // DiLoCo: 32-byte R-hash, u32 chunk; with the tensor of that chunk
     OUTER_MSG_REDUCED = 53,  // DiLoCo: 32-byte R-hash, u32 chunk, u32 contributors
     OUTER_MSG_ROUND_IS = 54, // "I am at round u64": the answer to a message for a past round
-    OUTER_MSG_ANCHOR_REQ = 55, // DiLoCo: send me your anchor
-    OUTER_MSG_ANCHOR = 56,   // u64 next round, 32-byte anchor hash; with the anchor and momentum
     OUTER_MSG_FIRST = 50,
-    OUTER_MSG_LAST = 56,
+    OUTER_MSG_LAST = 54,     // 57..60: catch-up (node/catchup.h)
 };
 
 typedef struct outer_run_t outer_run_t;
