@@ -480,8 +480,9 @@ static int s_cmp_id(const void *a, const void *b) { return memcmp(a, b, 32); }
 // every half second until the exchange's deadline.
 static void s_catchup_start(outer_run_t *o, int k, uint64_t min_round, uint64_t now) {
     o->phase = PH_REFETCH;
-    // A catch-up is not bound to one exchange's deadline: give it two minutes at least.
-    if (o->deadline_ms < now + 120000) o->deadline_ms = now + 120000;
+    // A catch-up is not bound to one exchange's deadline: give it 30 s at least (it ends earlier when
+    // every donor is gone).
+    if (o->deadline_ms < now + 30000) o->deadline_ms = now + 30000;
     o->cu_ndonors = k;
     o->cu_min_round = min_round;
     o->cu_retry_ms = now + 500;
@@ -875,8 +876,12 @@ void outer_run_tick(outer_run_t *o, uint64_t now) {
         break;
     }
     case PH_REFETCH: {
-        for (int i = 0; i < o->cu_ndonors; i++) // a donor the failure detector gave up on: reassign now
-            if (!s_alive(o, o->cu_donors[i])) catchup_donor_gone(o->cu, o->cu_donors[i]);
+        int alive = 0;
+        for (int i = 0; i < o->cu_ndonors; i++) { // a donor the failure detector gave up on: reassign now
+            if (s_alive(o, o->cu_donors[i])) alive++;
+            else catchup_donor_gone(o->cu, o->cu_donors[i]);
+        }
+        if (!alive && catchup_done(o->cu) != 1) o->deadline_ms = now; // nobody left to catch up from
         catchup_tick(o->cu, now);
         int d = catchup_done(o->cu);
         catchup_result_t cr;
@@ -980,12 +985,9 @@ int outer_run_on_event(outer_run_t *o, net_event_t *ev, uint64_t now) {
     case OUTER_MSG_READY: {
         int ready = ev->type == OUTER_MSG_READY;
         if (len != (ready ? 37u : 5u)) break;
-        if (o->phase == PH_REFETCH && r >= o->round) { // catching up: not in this round, don't make it wait
-            uint8_t m[8];
-            ckpt_put_u64(m, r);
-            s_send_msg(o, ev->peer, OUTER_MSG_ROUND_IS, r, m, sizeof m);
-            break;
-        }
+        // A peer catching up keeps what arrives for the rounds ahead and does not decline them: the others
+        // wait for its READY (up to half the deadline), which is what lets it enter the round whose
+        // anchor it fetched; a decline would close that round to it and keep it catching up forever.
         if (r < mine) { // it waits for a round we passed: tell it where we are
             uint8_t m[8];
             ckpt_put_u64(m, mine);
@@ -1203,6 +1205,13 @@ static void s_post(outer_run_t *o, uint64_t round, uint32_t h, int last, const f
     o->t_post = metrics_mono();
     pthread_mutex_unlock(&o->mu);
     net_waker_wake(o->waker);
+}
+
+static int s_done(outer_run_t *o) {
+    pthread_mutex_lock(&o->mu);
+    int d = o->done;
+    pthread_mutex_unlock(&o->mu);
+    return d;
 }
 
 // Waits for the posted exchange's result. 1 with it; 0 when stopped first (the exchange is abandoned).
@@ -1435,7 +1444,9 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
             atomic_store(&o->cur_round, round);
             snprintf(x.status, sizeof x.status, " | outer %llu%s", (unsigned long long)round, inflight ? " (exchanging)" : "");
             while (t->step < total && h < H && !*stop) {
-                if (h > 0 && atomic_load(&o->ready_above) > round) {
+                // Pacing: a partner is ready, end the round — but with an exchange still in flight
+                // (overlap) ending early gains nothing: the peer would only wait for that result.
+                if (h > 0 && atomic_load(&o->ready_above) > round && (!inflight || s_done(o))) {
                     early = 1;
                     break;
                 }

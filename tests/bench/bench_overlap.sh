@@ -67,7 +67,7 @@ arm() {
     for i in $(seq "$N"); do
         local a s=()
         a=$("$SIM" addr "$NAME" "$i")
-        [ "$i" != 1 ] && s=(--set "bootstrap.seed=$seed")
+        [ "$i" != 1 ] && [ -z "${NOSEEDS:-}" ] && s=(--set "bootstrap.seed=$seed")
         "$SIM" exec "$NAME" "$i" "$BIN" run -c "$W/base.ini" --set outer.algorithm="$algo" --set outer.overlap="$ov" \
             --set node.key="$d/k$i" --set net.listen="tcp://$a:7700" --set net.reachable=yes \
             --set train.checkpoint_dir="$d/ck$i" --set node.peer_cache="$d/cache$i" \
@@ -97,6 +97,17 @@ val_of() { # validation loss of the final anchor, mean over the peers (their las
     python3 -c "import json,glob,statistics;v=[[json.loads(l) for l in open(f) if '\"anchor\":true' in l] for f in glob.glob('$W/$1/m*.jsonl')];v=[x[-1]['val_loss'] for x in v if x];print('%.4f'%statistics.mean(v) if v else '-')"
 }
 
+# What networking costs the compute thread (encryption, codecs, gossip on a shared CPU): median
+# inner-step tokens/s of the same 4 peers with no seeds (never communicating) and in a swarm.
+if [ -n "${NETOFF:-1}" ]; then
+    tps() { python3 -c "import json,glob,statistics;t=[json.loads(l)['tokens_per_s'] for f in glob.glob('$W/$1/m*.jsonl') for l in open(f) if '\"kind\":\"step\"' in l];print('%.0f'%statistics.median(t))"; }
+    for algo in $ALGOS; do
+        arm "$algo-net" "$algo" on 0
+        NOSEEDS=1 arm "$algo-off" "$algo" on 0
+        a=$(tps "$algo-net"); b=$(tps "$algo-off")
+        echo "$algo: inner-step tokens/s per peer, uncapped links, overlap on: $a in the swarm, $b with networking off (ratio $(awk -v a="$a" -v b="$b" 'BEGIN{printf "%.3f", a/b}'))"
+    done
+fi
 printf '%-7s %6s %8s %10s %12s %10s %10s %10s\n' algo ratio overlap "cap Mbit" "utilisation" "wall s" "exch/comp" "val loss"
 for algo in $ALGOS; do
     # Calibration: uncapped, overlap off: compute seconds per round and bytes per round.
