@@ -50,3 +50,18 @@ if [ "${BENCH_OUTER:-0}" = 1 ]; then
 else
     echo "skipped (about 30 minutes): set BENCH_OUTER=1, or run bash tests/bench/bench_outer.sh"
 fi
+
+echo
+echo "== rate caps: [limits] upload_rate and a peer's download_rate, achieved vs configured (issue: overlap) =="
+"$BUILD/tests/bench/bench_caps" 3
+
+echo
+echo "== capped links in network namespaces (root): round time 2..8 peers; overlap on/off at 0.5x/1x/2x =="
+# Both need root and deploy/wan-sim.sh (namespaces + tbf); about 5 and 20 minutes, so opt-in:
+# BENCH_WAN=1 make bench, or run tests/bench/bench_rounds.sh / tests/bench/bench_overlap.sh alone.
+if [ "${BENCH_WAN:-0}" = 1 ]; then
+    LOCO_BIN="$BUILD/loco" bash tests/bench/bench_rounds.sh
+    LOCO_BIN="$BUILD/loco" bash tests/bench/bench_overlap.sh
+else
+    echo "skipped (about 25 minutes, root): set BENCH_WAN=1, or run tests/bench/bench_rounds.sh and bench_overlap.sh"
+fi
