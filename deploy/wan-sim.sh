@@ -8,6 +8,8 @@
 #
 #   deploy/wan-sim.sh up NAME N RATE [RATE_1 ... RATE_N]   namespaces NAME-1..NAME-N and NAME-hub;
 #                                                          RATE like 20mbit (every peer) or one per peer
+#   deploy/wan-sim.sh limit NAME I J RATE                  cap what peer I sends to peer J (tc htb + u32
+#                                                          filter on I's link; under I's own upload cap)
 #   deploy/wan-sim.sh addr NAME I                          peer I's address (10.77.<net>.I)
 #   deploy/wan-sim.sh exec NAME I COMMAND...               run COMMAND inside peer I's namespace
 #   deploy/wan-sim.sh down NAME                            delete everything NAME created
@@ -67,6 +69,25 @@ up)
         ip netns exec "$hub" tc qdisc add dev "p$i" root tbf rate "$rate" burst 64kb latency 200ms # download
     done
     ;;
+limit)
+    [ $# = 5 ] || die "usage: wan-sim.sh limit NAME I J RATE"
+    name=$2 i=$3 j=$4 rate=$5
+    check_name "$name"
+    ns="$name-$i"
+    dst="10.77.$(net_of "$name").$j"
+    # Replace the peer's plain tbf by an htb tree once: class 1:1 (its upload cap) and the default
+    # class 1:99 under it; each destination gets its own class, chosen by a u32 match on the address.
+    if ! ip netns exec "$ns" tc qdisc show dev eth0 | grep -q "qdisc htb 1:"; then
+        up=$(ip netns exec "$ns" tc qdisc show dev eth0 | grep -o 'rate [0-9.]*[KMG]*bit' | head -1 | cut -d' ' -f2)
+        ip netns exec "$ns" tc qdisc del dev eth0 root 2>/dev/null || true
+        ip netns exec "$ns" tc qdisc add dev eth0 root handle 1: htb default 99 r2q 100
+        ip netns exec "$ns" tc class add dev eth0 parent 1: classid 1:1 htb rate "${up:-10gbit}"
+        ip netns exec "$ns" tc class add dev eth0 parent 1:1 classid 1:99 htb rate "${up:-10gbit}"
+    fi
+    ip netns exec "$ns" tc class replace dev eth0 parent 1:1 classid "1:$((100 + j))" htb rate "$rate"
+    ip netns exec "$ns" tc filter add dev eth0 parent 1: protocol ip prio 1 u32 match ip dst "$dst/32" \
+        flowid "1:$((100 + j))" 2>/dev/null || true
+    ;;
 addr)
     [ $# = 3 ] || die "usage: wan-sim.sh addr NAME I"
     check_name "$2"
@@ -88,7 +109,7 @@ down)
     done
     ;;
 *)
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
     [ -n "$cmd" ] && exit 2 || exit 0
     ;;
 esac
