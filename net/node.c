@@ -1256,6 +1256,22 @@ int net_node_queue_tensor(net_node_t *n, const uint8_t peer[32], uint32_t quanti
 
 int net_node_queued(const net_node_t *n) { return n->njobs; }
 
+int net_node_cancel_queued(net_node_t *n, const uint8_t peer[32], uint64_t round) {
+    int k = 0;
+    for (send_job_t **jp = &n->jobs; *jp;) {
+        send_job_t *j = *jp;
+        if (j->round == round && !memcmp(j->peer, peer, 32)) {
+            *jp = j->next;
+            n->njobs--;
+            s_job_free(j); // a chunk already handed to libzmq still goes out; the rest never does
+            k++;
+        } else {
+            jp = &j->next;
+        }
+    }
+    return k;
+}
+
 // Sends what the queued transfers can: one chunk per transfer per pass (round robin), while the
 // socket takes them and the caps allow. Never waits.
 static void s_pump(net_node_t *n) {

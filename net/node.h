@@ -152,6 +152,9 @@ int net_node_queue_tensor(net_node_t *n, const uint8_t peer[32], uint32_t quanti
                           int timeout_ms, char *err, size_t errlen);
 // Transfers still queued.
 int net_node_queued(const net_node_t *n);
+// Drops the queued transfers to peer for round (a partner that left the exchange: its bytes would only
+// hold up the link). Returns how many were dropped.
+int net_node_cancel_queued(net_node_t *n, const uint8_t peer[32], uint64_t round);
 
 // Rate caps on tensor data (chunks): [limits] upload_rate for everything this node sends, and per
 // destination the download cap that peer announced (its member record), so a sender never floods a

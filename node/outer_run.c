@@ -247,8 +247,11 @@ static int s_send_msg(outer_run_t *o, const uint8_t to[32], int type, uint64_t r
 static int s_send_tensor_chunked(outer_run_t *o, const uint8_t to[32], uint32_t quantity, uint64_t round, int codec,
                                  const float *x, size_t n, float *resid, size_t chunk) {
     char err[300];
-    int timeout = (int)(o->deadline_ms > s_mono_ms() ? o->deadline_ms - s_mono_ms() : 1000);
-    if (timeout < 1000) timeout = 1000;
+    // Bandwidth-bound, not deadline-bound: a transfer the partner is still waiting for must not be
+    // abandoned because our own deadline is near; transfers to partners that leave the exchange are
+    // cancelled instead (s_complete).
+    int timeout = (int)(o->deadline_ms > s_mono_ms() ? o->deadline_ms - s_mono_ms() : 0);
+    if (timeout < 120000) timeout = 120000;
     if (net_node_queue_tensor(o->env.net, to, quantity, round, codec, x, n, resid, 1, chunk, timeout, err, sizeof err) == 0)
         return 0;
     if (o->env.connect && o->env.connect(o->env.ctx, to) == 0 &&
@@ -718,6 +721,10 @@ static void s_begin(outer_run_t *o, uint64_t round, uint64_t now) {
 }
 
 static void s_complete(outer_run_t *o, uint64_t now) {
+    // What we still queue for members that left this exchange would only hold up the link.
+    if (o->phase == PH_NOLOCO || o->phase == PH_REDUCE)
+        for (int j = 0; j < o->nm; j++)
+            if (o->mstate[j] == M_GONE) net_node_cancel_queued(o->env.net, o->mem[j], o->round);
     const net_stats_t *s = net_node_stats(o->env.net);
     pthread_mutex_lock(&o->mu);
     o->res_round = o->round;
@@ -1207,13 +1214,6 @@ static void s_post(outer_run_t *o, uint64_t round, uint32_t h, int last, const f
     net_waker_wake(o->waker);
 }
 
-static int s_done(outer_run_t *o) {
-    pthread_mutex_lock(&o->mu);
-    int d = o->done;
-    pthread_mutex_unlock(&o->mu);
-    return d;
-}
-
 // Waits for the posted exchange's result. 1 with it; 0 when stopped first (the exchange is abandoned).
 static int s_wait_result(outer_run_t *o, volatile sig_atomic_t *stop, double *waited) {
     double w0 = metrics_mono();
@@ -1444,9 +1444,9 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
             atomic_store(&o->cur_round, round);
             snprintf(x.status, sizeof x.status, " | outer %llu%s", (unsigned long long)round, inflight ? " (exchanging)" : "");
             while (t->step < total && h < H && !*stop) {
-                // Pacing: a partner is ready, end the round — but with an exchange still in flight
-                // (overlap) ending early gains nothing: the peer would only wait for that result.
-                if (h > 0 && atomic_load(&o->ready_above) > round && (!inflight || s_done(o))) {
+                // Pacing: a partner is ready for this round, end it (with overlap too: measured, keeping
+                // partners' round boundaries aligned matters more than the steps an early end gives up).
+                if (h > 0 && atomic_load(&o->ready_above) > round) {
                     early = 1;
                     break;
                 }

@@ -10,8 +10,7 @@
 // Pacing rule: a round is H inner steps of the fastest member of the group. A member that learns a
 // partner is ready ends its round after its current step (never before its first), so no one waits
 // for more than one inner step of the slowest partner plus the transfer; every contribution is
-// weighted by the inner steps actually run. With overlap, a round does not end early while the
-// previous round's exchange is still in flight (the peer would only wait for that result). A peer that learns its partners are two or more rounds
+// weighted by the inner steps actually run. A peer that learns its partners are two or more rounds
 // ahead (a joiner, a returning peer) jumps to their round; one round ahead is served next round,
 // which then ends after one step. A NoLoCo peer that jumps before its first outer step, or ten or
 // more rounds, first takes a partner's outer state by catch-up (node/catchup.h: NoLoCo anchors
