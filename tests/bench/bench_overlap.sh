@@ -7,7 +7,8 @@
 # time, and the validation loss of the final anchors (mean over peers); at the 1x cap also the validation loss
 # at equal wall-clock (the first peer's eval records, interpolated at the time the faster arm ended).
 #
-#   sudo tests/bench/bench_overlap.sh      (root: namespaces; H=20 ROUNDS=12 RATIOS="0.5 1 2")
+#   sudo tests/bench/bench_overlap.sh      (root: namespaces; H=20 ROUNDS=12 RATIOS="0.5 1 2"
+#                                           ALGOS="noloco diloco" NETOFF=1 OUTER_EXTRA="co2_gap_penalty = 2")
 #
 # Exit 77 when namespaces or tbf are unavailable.
 set -u
@@ -51,6 +52,7 @@ checkpoint_every = 0
 [outer]
 inner_steps = $H
 deadline_ms = 120000
+${OUTER_EXTRA:-}
 [gossip]
 period_ms = 1000
 INI
@@ -99,7 +101,7 @@ val_of() { # validation loss of the final anchor, mean over the peers (their las
 
 # What networking costs the compute thread (encryption, codecs, gossip on a shared CPU): median
 # inner-step tokens/s of the same 4 peers with no seeds (never communicating) and in a swarm.
-if [ -n "${NETOFF:-1}" ]; then
+if [ "${NETOFF:-1}" = 1 ]; then
     tps() { python3 -c "import json,glob,statistics;t=[json.loads(l)['tokens_per_s'] for f in glob.glob('$W/$1/m*.jsonl') for l in open(f) if '\"kind\":\"step\"' in l];print('%.0f'%statistics.median(t))"; }
     for algo in $ALGOS; do
         arm "$algo-net" "$algo" on 0
