@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "net/fingerprint.h"
+#include "net/frame.h"
 #include "net/identity.h"
 #include "node/log.h"
 #include "optim/codec.h"
@@ -93,23 +94,6 @@ struct catchup_t {
 // ---------------------------------------------------------------------------------------------
 // Little-endian helpers and hashing
 
-static void s_put32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void s_put64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t s_get32(const uint8_t *p) {
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-static uint64_t s_get64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 // Feeds x's fp32 little-endian bytes to a SHA-256 context (the host order on every machine loco
 // targets; the byte swap keeps the digest portable elsewhere).
 static void s_hash_update(EVP_MD_CTX *ctx, const float *x, size_t n) {
@@ -122,7 +106,7 @@ static void s_hash_update(EVP_MD_CTX *ctx, const float *x, size_t n) {
         for (size_t i = 0; i < k; i++) {
             uint32_t u;
             memcpy(&u, x + i, 4);
-            s_put32(buf + 4 * i, u);
+            net_put_u32(buf + 4 * i, u);
         }
         EVP_DigestUpdate(ctx, buf, k * 4);
         x += k;
@@ -163,17 +147,17 @@ int catchup_manifest_decode(catchup_manifest_t *m, const uint8_t *buf, size_t le
         snprintf(err, errlen, "manifest of %zu bytes is shorter than its header", len);
         return -1;
     }
-    uint32_t format = s_get32(buf);
-    m->chunk_values = s_get32(buf + 4);
-    m->n = s_get64(buf + 8);
-    m->round = s_get64(buf + 16);
-    m->inner_step = s_get64(buf + 24);
-    m->nchunks = s_get32(buf + 32);
+    uint32_t format = net_get_u32(buf);
+    m->chunk_values = net_get_u32(buf + 4);
+    m->n = net_get_u64(buf + 8);
+    m->round = net_get_u64(buf + 16);
+    m->inner_step = net_get_u64(buf + 24);
+    m->nchunks = net_get_u32(buf + 32);
     if (format != S_FORMAT) {
         snprintf(err, errlen, "manifest format %u, expected %u", format, S_FORMAT);
         return -1;
     }
-    if (s_get32(buf + 36) != 0) {
+    if (net_get_u32(buf + 36) != 0) {
         snprintf(err, errlen, "manifest reserved field set");
         return -1;
     }
@@ -283,8 +267,8 @@ static void s_send_nack(catchup_t *c, const uint8_t peer[32], const uint8_t *id,
                         uint64_t round) {
     uint8_t b[S_NACK_LEN] = {0};
     if (id) memcpy(b, id, 32);
-    s_put32(b + 32, index);
-    s_put32(b + 36, reason);
+    net_put_u32(b + 32, index);
+    net_put_u32(b + 36, reason);
     char err[200];
     if (net_node_send(c->net, peer, CATCHUP_MSG_NACK, round, b, sizeof b, S_SEND_TIMEOUT_MS, err, sizeof err) == 0)
         c->st.served_nacks++;
@@ -334,13 +318,13 @@ int catchup_publish(catchup_t *c, uint64_t round, uint64_t inner_step, const flo
             c->has_pub = 0; // partly overwritten: the previous version is withdrawn too (requests get NACKs)
         return -1;
     }
-    s_put32(man, S_FORMAT);
-    s_put32(man + 4, cv);
-    s_put64(man + 8, n);
-    s_put64(man + 16, round);
-    s_put64(man + 24, inner_step);
-    s_put32(man + 32, (uint32_t)nchunks);
-    s_put32(man + 36, 0);
+    net_put_u32(man, S_FORMAT);
+    net_put_u32(man + 4, cv);
+    net_put_u64(man + 8, n);
+    net_put_u64(man + 16, round);
+    net_put_u64(man + 24, inner_step);
+    net_put_u32(man + 32, (uint32_t)nchunks);
+    net_put_u32(man + 36, 0);
     if (buf != c->pub) {
         free(c->pub);
         c->pub = buf;
@@ -456,7 +440,7 @@ static void s_on_version_req(catchup_t *c, net_event_t *ev) {
         log_warn(MOD, "dropped a VERSION_REQ of %zu bytes from %s", ev->len, s_hex8(ev->peer, hx));
         return;
     }
-    uint64_t min_round = s_get64(ev->payload);
+    uint64_t min_round = net_get_u64(ev->payload);
     if (!c->has_pub || c->pub_round < min_round) {
         s_send_nack(c, ev->peer, NULL, CATCHUP_NONE, CATCHUP_NACK_NO_VERSION, ev->round);
         return;
@@ -477,7 +461,7 @@ static void s_on_chunk_req(catchup_t *c, net_event_t *ev, uint64_t now) {
         return;
     }
     const uint8_t *id = ev->payload;
-    uint32_t want = s_get32(ev->payload + 32), got = s_get32(ev->payload + 36);
+    uint32_t want = net_get_u32(ev->payload + 32), got = net_get_u32(ev->payload + 36);
     s_requester_t *q = s_requester(c, ev->peer, now);
     if (!q) {
         if (want != CATCHUP_NONE) s_send_nack(c, ev->peer, id, want, CATCHUP_NACK_BUSY, ev->round);
@@ -559,7 +543,7 @@ static void s_release_donor(catchup_t *c, s_donor_t *d) {
 
 static int s_send_version_req(catchup_t *c, s_donor_t *d) {
     uint8_t b[8];
-    s_put64(b, c->min_round);
+    net_put_u64(b, c->min_round);
     char err[200], hx[17];
     if (net_node_send(c->net, d->id, CATCHUP_MSG_VERSION_REQ, c->min_round, b, sizeof b, S_SEND_TIMEOUT_MS, err,
                       sizeof err) != 0) {
@@ -575,8 +559,8 @@ static int s_send_version_req(catchup_t *c, s_donor_t *d) {
 static int s_send_chunk_req(catchup_t *c, s_donor_t *d, uint32_t want) {
     uint8_t b[S_CHUNK_REQ_LEN];
     memcpy(b, c->m.id, 32);
-    s_put32(b + 32, want);
-    s_put32(b + 36, d->ack);
+    net_put_u32(b + 32, want);
+    net_put_u32(b + 36, d->ack);
     char err[200], hx[17];
     if (net_node_send(c->net, d->id, CATCHUP_MSG_CHUNK_REQ, c->m.round, b, sizeof b, S_SEND_TIMEOUT_MS, err,
                       sizeof err) != 0) {
@@ -832,7 +816,7 @@ static void s_on_nack(catchup_t *c, net_event_t *ev, uint64_t now) {
     }
     s_donor_t *d = &c->donor[di];
     c->st.nacks++;
-    uint32_t idx = s_get32(ev->payload + 32);
+    uint32_t idx = net_get_u32(ev->payload + 32);
     if (idx == CATCHUP_NONE) { // the answer to VERSION_REQ: nothing to offer
         d->answered = 1;
         if (c->phase == J_WAIT && s_all_answered(c)) {
@@ -845,7 +829,7 @@ static void s_on_nack(catchup_t *c, net_event_t *ev, uint64_t now) {
     }
     if (memcmp(ev->payload, c->m.id, 32) != 0 || !d->holder) return;
     log_info(MOD, "%s refused chunk %u (reason %u): its chunks go elsewhere", s_hex8(d->id, hx), idx,
-             s_get32(ev->payload + 36));
+             net_get_u32(ev->payload + 36));
     d->nacked = 1;
     s_release_donor(c, d);
     s_assign(c, now);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "net/fingerprint.h"
+#include "net/frame.h"
 #include "node/catchup.h"
 #include "node/log.h"
 #include "node/train_loop.h"
@@ -34,7 +35,7 @@ typedef struct {
     int kind;
     uint8_t peer[32];
     uint64_t round;
-    uint32_t chunk, steps, contributors;
+    uint32_t chunk, steps;
     uint64_t value;        // META/READY: the sender's last-round flag
     uint8_t hash[32];
     float *data;
@@ -51,7 +52,7 @@ struct outer_run_t {
     // Mailbox (mu): compute → net: posted, post_*; net → compute: done, res_*.
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int posted, done, abandoned;
+    int posted, done;
     uint64_t post_round;
     uint32_t post_steps;
     int post_last, res_last;
@@ -83,8 +84,7 @@ struct outer_run_t {
     uint64_t cu_min_round;
     int cu_sized;
     int restored_outer;            // the resumed checkpoint held an outer state
-    uint8_t last_hash[32];         // of the anchor after the last applied outer step
-    double t_post;
+    uint8_t last_hash[32];         // of the anchor φ as it is now (taken when φ changes)
     // Robust acceptance (see s_check): recent accepted RMS norms, and offenders.
     double norm_hist[16];
     int nnorm;
@@ -124,19 +124,6 @@ static void s_short(const uint8_t id[32], char out[17]) {
     net_id_to_hex(id, hex);
     memcpy(out, hex, 16);
     out[16] = '\0';
-}
-
-static void s_hex(const uint8_t *b, size_t n, char *out) {
-    static const char d[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) out[2 * i] = d[b[i] >> 4], out[2 * i + 1] = d[b[i] & 15];
-    out[2 * n] = '\0';
-}
-
-static void s_put32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t s_get32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -301,7 +288,7 @@ static void s_noloco_begin(outer_run_t *o, uint64_t round) {
             }
     }
     uint8_t meta[5];
-    s_put32(meta, o->post_steps);
+    net_put_u32(meta, o->post_steps);
     meta[4] = (uint8_t)o->post_last;
     for (int k = 0; k < o->nm; k++) {
         int ok = s_send_msg(o, o->mem[k], OUTER_MSG_META, round, meta, sizeof meta) == 0;
@@ -467,7 +454,7 @@ static void s_diloco_begin(outer_run_t *o, uint64_t round) {
     int nv = s_view(o);
     o->ready_expected = nv;
     uint8_t msg[37];
-    s_put32(msg, o->post_steps);
+    net_put_u32(msg, o->post_steps);
     memcpy(msg + 4, o->post_hash, 32);
     msg[36] = (uint8_t)o->post_last;
     const uint8_t *self = gossip_members_self_id(o->env.gm);
@@ -553,7 +540,7 @@ static void s_diloco_fix(outer_run_t *o) {
     size_t blen = 8 + 32 * (size_t)o->nm;
     uint8_t *buf = malloc(blen);
     if (buf) {
-        ckpt_put_u64(buf, o->round);
+        net_put_u64(buf, o->round);
         memcpy(buf + 8, o->mem, 32 * (size_t)o->nm);
         net_sha256(buf, blen, o->rhash);
         free(buf);
@@ -570,7 +557,7 @@ static void s_diloco_fix(outer_run_t *o) {
         if (c == o->self_k) continue;
         size_t lo, hi;
         s_chunk_range(o, c, o->nm, &lo, &hi);
-        s_put32(meta + 32, (uint32_t)c);
+        net_put_u32(meta + 32, (uint32_t)c);
         int ok = s_send_msg(o, o->mem[c], OUTER_MSG_PART, o->round, meta, sizeof meta) == 0;
         ok = ok && s_send_tensor(o, o->mem[c], (uint32_t)Q_PART << 24 | (uint32_t)c, o->round, o->codec,
                                  o->delta + lo, hi - lo, o->ef ? o->resid + lo : NULL) == 0;
@@ -642,8 +629,8 @@ static void s_diloco_reduce(outer_run_t *o) {
                  k, expected);
     uint8_t meta[40];
     memcpy(meta, o->rhash, 32);
-    s_put32(meta + 32, (uint32_t)o->self_k);
-    s_put32(meta + 36, (uint32_t)k);
+    net_put_u32(meta + 32, (uint32_t)o->self_k);
+    net_put_u32(meta + 36, (uint32_t)k);
     for (int j = 0; j < o->nm; j++) {
         if (j == o->self_k || o->mstate[j] == M_GONE) continue;
         if (s_send_msg(o, o->mem[j], OUTER_MSG_REDUCED, o->round, meta, sizeof meta) != 0 ||
@@ -997,12 +984,12 @@ int outer_run_on_event(outer_run_t *o, net_event_t *ev, uint64_t now) {
         // anchor it fetched; a decline would close that round to it and keep it catching up forever.
         if (r < mine) { // it waits for a round we passed: tell it where we are
             uint8_t m[8];
-            ckpt_put_u64(m, mine);
+            net_put_u64(m, mine);
             s_send_msg(o, ev->peer, OUTER_MSG_ROUND_IS, r, m, sizeof m);
             break;
         }
         pend_t *p = s_pend_add(o, ready ? P_READY : P_META, ev->peer, r, 0);
-        p->steps = s_get32(b);
+        p->steps = net_get_u32(b);
         p->value = b[ready ? 36 : 4] == 1; // the sender's last round: the swarm's run ends with it
         if (ready) memcpy(p->hash, b + 4, 32);
         int partner = ready || s_in_group(o, ev->peer, r);
@@ -1019,9 +1006,8 @@ int outer_run_on_event(outer_run_t *o, net_event_t *ev, uint64_t now) {
     case OUTER_MSG_REDUCED: {
         int red = ev->type == OUTER_MSG_REDUCED;
         if (len != (red ? 40u : 36u) || r < mine) break;
-        pend_t *p = s_pend_add(o, red ? P_REDMETA : P_PARTMETA, ev->peer, r, s_get32(b + 32));
+        pend_t *p = s_pend_add(o, red ? P_REDMETA : P_PARTMETA, ev->peer, r, net_get_u32(b + 32));
         memcpy(p->hash, b, 32);
-        if (red) p->contributors = s_get32(b + 36);
         if (o->phase == PH_REDUCE && r == o->round && memcmp(b, o->rhash, 32) != 0) {
             // It counts other members in this round than we do: it is not in ours. Its chunk will not
             // come; the other members of our round see the same and count it as zero too.
@@ -1036,7 +1022,7 @@ int outer_run_on_event(outer_run_t *o, net_event_t *ev, uint64_t now) {
     }
     case OUTER_MSG_ROUND_IS: {
         if (len != 8) break;
-        uint64_t theirs = ckpt_get_u64(b);
+        uint64_t theirs = net_get_u64(b);
         if (theirs > o->round_hint) o->round_hint = theirs;
         if (o->phase == PH_IDLE) break;
         if (o->phase == PH_READY) s_pend_add(o, P_DECLINE, ev->peer, r, 0);
@@ -1137,8 +1123,8 @@ void outer_run_stats(const outer_run_t *o, outer_stats_t *out) { *out = o->st; }
 static void s_ckpt_extra(void *ctx, ckpt_t *c) {
     outer_run_t *o = ctx;
     static uint8_t state[16];
-    ckpt_put_u64(state, atomic_load(&o->cur_round));
-    ckpt_put_u64(state + 8, o->st.rounds);
+    net_put_u64(state, atomic_load(&o->cur_round));
+    net_put_u64(state + 8, o->st.rounds);
     ckpt_add(c, "anchor", o->phi, o->n * sizeof(float));
     ckpt_add(c, "outer_momentum", o->mom, o->n * sizeof(float));
     ckpt_add(c, "outer_state", state, sizeof state);
@@ -1172,13 +1158,6 @@ static int s_resume_extra(void *ctx, const ckpt_t *c, char *err, size_t errlen) 
     return s_ckpt_restore(ctx, c, err, errlen) < 0 ? -1 : 0;
 }
 
-static void s_sha_hex16(const float *x, size_t n, char out[17], uint8_t full[32]) {
-    uint8_t h[32];
-    net_sha256(x, n * sizeof(float), h);
-    if (full) memcpy(full, h, 32);
-    s_hex(h, 8, out);
-}
-
 // Compute thread: the outer state just completed (φ ‖ momentum, the next round, the inner step),
 // kept servable for peers that catch up while the next round runs.
 static void s_serve_update(outer_run_t *o, uint64_t next_round, uint64_t step) {
@@ -1200,16 +1179,13 @@ static void s_post(outer_run_t *o, uint64_t round, uint32_t h, int last, const f
         for (size_t i = 0; i < n; i++) o->delta[i] *= o->poison;
     if (!o->diloco)
         for (size_t i = 0; i < n; i++) o->drift[i] = o->phi[i] - o->phi0[i];
-    uint8_t ahash[32];
-    net_sha256(o->phi, n * sizeof(float), ahash);
     pthread_mutex_lock(&o->mu);
     o->post_round = round;
     o->post_steps = h;
     o->post_last = last;
-    memcpy(o->post_hash, ahash, 32);
+    memcpy(o->post_hash, o->last_hash, 32); // φ has not changed since its hash was taken
     o->posted = 1;
     o->done = 0;
-    o->t_post = metrics_mono();
     pthread_mutex_unlock(&o->mu);
     net_waker_wake(o->waker);
 }
@@ -1226,7 +1202,6 @@ static int s_wait_result(outer_run_t *o, volatile sig_atomic_t *stop, double *wa
         pthread_cond_timedwait(&o->cv, &o->mu, &ts);
     }
     int got = o->done;
-    if (!got) o->abandoned = 1;
     pthread_mutex_unlock(&o->mu);
     *waited = metrics_mono() - w0;
     return got;
@@ -1254,10 +1229,8 @@ static int s_apply(outer_run_t *o, const char **how) {
     o->st.bytes_sent += o->res_tx;
     o->st.bytes_recv += o->res_rx;
     if (o->res_short) o->st.short_rounds++;
-    uint8_t ahash[32];
-    net_sha256(o->phi, nb, ahash);
+    net_sha256(o->phi, nb, o->last_hash);
     s_serve_update(o, o->res_round + 1, o->cur_step);
-    memcpy(o->last_hash, ahash, 32);
     return 0;
 }
 
@@ -1270,7 +1243,7 @@ static void s_record(outer_run_t *o, trainer_t *t, train_ctx_t *x, const char *h
     *c0 = x->compute_s;
     *w0 = now;
     char a16[17];
-    s_hex(o->last_hash, 8, a16);
+    net_hex_encode(o->last_hash, 8, a16);
     if (x->tty) fputc('\n', stderr);
     log_info("outer", "round %llu %s: %d of %d contributed, %llu inner steps%s, sent %.2f MB, received %.2f MB, "
              "exchange %.2fs%s, anchor %s, utilisation %.1f%% (round %.1f%%)%s", (unsigned long long)o->res_round, how,
@@ -1383,11 +1356,10 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
     }
     // Every peer starts from the same weights ([train] seed): log their hash so that it can be checked.
     memcpy(o->phi0, t->model->params, nb);
-    char h16[17];
     uint8_t h[32];
-    s_sha_hex16(o->phi0, n, h16, h);
+    net_sha256(o->phi0, nb, h);
     char full[65];
-    s_hex(h, 32, full);
+    net_hex_encode(h, 32, full);
     log_info("outer", "initial parameters sha256 %s", full);
     memcpy(o->phi, t->model->params, nb);
 
@@ -1397,6 +1369,7 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
         return 1;
     }
     if (resumed && !o->restored_outer) memcpy(o->phi, t->model->params, nb);
+    net_sha256(o->phi, nb, o->last_hash); // the anchor's hash, taken again whenever φ changes (s_apply)
     uint64_t round = atomic_load(&o->cur_round);
     log_info("outer", "%s, H = %lld, η = %g, μ = %g, codec %s%s, %s at round %llu", o->cfg.outer_algorithm,
              (long long)o->cfg.inner_steps, o->hp.lr, o->hp.momentum, codec_name(o->codec),

@@ -149,36 +149,44 @@ static int s_dialed(run_t *r, const uint8_t id[32]) {
     return 0;
 }
 
-static int s_send(run_t *r, const uint8_t to[32], int type, const void *payload, size_t len) {
-    char err[300];
-    if (net_node_send(r->net, to, (uint16_t)type, 0, payload, len, 50, err, sizeof err) == 0) return 0;
-    // Not connected yet (or the connection is gone): dial the endpoint of its signed record.
-    const char *ep = gossip_members_endpoint(r->gm, to);
-    if (!ep || s_dialed(r, to)) {
-        log_debug("run", "cannot send %s: %s", gossip_msg_name(type), err);
+// Opens a connection to a member at the endpoint of its signed record and remembers that we dialed
+// it. 0, or -1 with the reason.
+static int s_dial(run_t *r, const uint8_t id[32], char *err, size_t errlen) {
+    const char *ep = gossip_members_endpoint(r->gm, id);
+    if (!ep) {
+        snprintf(err, errlen, "no endpoint to dial (the member is not reachable)");
         return -1;
     }
     char addr[NET_ID_HEX + 260], hex[NET_ID_HEX];
-    net_id_to_hex(to, hex);
+    net_id_to_hex(id, hex);
     snprintf(addr, sizeof addr, "%s@%s", hex, ep);
-    if (net_node_connect(r->net, addr, err, sizeof err) != 0) {
-        log_warn("run", "cannot dial %.16s at %s: %s", hex, ep, err);
+    if (net_node_connect(r->net, addr, err, errlen) != 0) return -1;
+    if (!s_dialed(r, id) && r->n_dialed < RUN_MAX_MEMBERS) memcpy(r->dialed[r->n_dialed++], id, 32);
+    return 0;
+}
+
+static int s_send(run_t *r, const uint8_t to[32], int type, const void *payload, size_t len) {
+    char err[300];
+    if (net_node_send(r->net, to, (uint16_t)type, 0, payload, len, 50, err, sizeof err) == 0) return 0;
+    // Not connected yet (or the connection is gone): dial the endpoint of its signed record, once.
+    if (!gossip_members_endpoint(r->gm, to) || s_dialed(r, to)) {
+        log_debug("run", "cannot send %s: %s", gossip_msg_name(type), err);
         return -1;
     }
-    if (r->n_dialed < RUN_MAX_MEMBERS) memcpy(r->dialed[r->n_dialed++], to, 32);
+    if (s_dial(r, to, err, sizeof err) != 0) {
+        char hex[NET_ID_HEX];
+        net_id_to_hex(to, hex);
+        log_warn("run", "cannot dial %.16s at %s: %s", hex, gossip_members_endpoint(r->gm, to), err);
+        return -1;
+    }
     return net_node_send(r->net, to, (uint16_t)type, 0, payload, len, 50, err, sizeof err);
 }
 
 // outer_env_t.connect: dial a member by its record's endpoint (the exchange's sends failed).
 static int s_connect_member(void *ctx, const uint8_t id[32]) {
     run_t *r = ctx;
-    const char *ep = gossip_members_endpoint(r->gm, id);
-    if (!ep) return -1;
-    char addr[NET_ID_HEX + 260], hex[NET_ID_HEX], err[300];
-    net_id_to_hex(id, hex);
-    snprintf(addr, sizeof addr, "%s@%s", hex, ep);
-    if (net_node_connect(r->net, addr, err, sizeof err) != 0) return -1;
-    if (!s_dialed(r, id) && r->n_dialed < RUN_MAX_MEMBERS) memcpy(r->dialed[r->n_dialed++], id, 32);
+    char err[300];
+    if (s_dial(r, id, err, sizeof err) != 0) return -1;
     return net_node_handshake(r->net, id, 2000, err, sizeof err);
 }
 
