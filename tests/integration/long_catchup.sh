@@ -16,10 +16,8 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$W"; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; for f in "$W"/log*; do echo "--- $f"; grep -v "INFO  train: step" "$f" | tail -n 15; done; exit 1; }
-port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-awk 'BEGIN { x = 5; for (line = 0; line < 3000; line++) { x = (x * 16807) % 2147483647; s = "";
-    for (j = 0; j < 4 + x % 7; j++) { x = (x * 16807) % 2147483647; s = s sprintf("%c", 97 + x % 26) }
-    print s " " s "." } }' >"$W/text.txt"
+. tests/integration/lib_swarm.sh
+corpus_letters 5 3000 "$W/text.txt"
 timeout 30 "$BIN" data --input "$W/text.txt" --out "$W/data" >/dev/null || fail "loco data"
 cat >"$W/base.ini" <<INI
 [run]
@@ -43,7 +41,6 @@ deadline_ms = 20000
 [gossip]
 period_ms = 300
 INI
-declare -A P PID
 for i in 1 2 3 4 5; do "$BIN" keygen --out "$W/k$i" >/dev/null; P[$i]=$(port); done
 SEED="$(awk '/^id =/ {print $3}' "$W/k1.pub")@tcp://127.0.0.1:${P[1]}"
 start() { # i, extra args

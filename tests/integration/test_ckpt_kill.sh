@@ -16,9 +16,8 @@ pid=
 cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$W"; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; tail -n 20 "$W/log" 2>/dev/null; exit 1; }
-awk 'BEGIN { x = 9; for (line = 0; line < 2000; line++) { x = (x * 16807) % 2147483647; s = "";
-    for (j = 0; j < 4 + x % 7; j++) { x = (x * 16807) % 2147483647; s = s sprintf("%c", 97 + x % 26) }
-    print s " " s "." } }' >"$W/text.txt"
+. tests/integration/lib_swarm.sh
+corpus_letters 9 2000 "$W/text.txt"
 timeout 30 "$BIN" data --input "$W/text.txt" --out "$W/data" >/dev/null || fail "loco data"
 "$BIN" keygen --out "$W/key" >/dev/null || fail keygen
 cat >"$W/node.ini" <<INI

@@ -30,7 +30,7 @@ cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; wait 2>/de
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; for f in "$W"/*/log*; do echo "--- $f"; grep -v "INFO  train: step" "$f" | tail -n 12; done; exit 1; }
 
-port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+. tests/integration/lib_swarm.sh
 awk 'BEGIN {
     n = split("the of and a to in is you that it he was for on are as with his they at be this have from or one had by word but not what all were we when your can said there use", w, " ")
     x = 777
@@ -67,42 +67,6 @@ deadline_ms = 8000
 period_ms = 300
 INI
 
-# swarm DIR N extra-args... : starts N peers (peer 1 the seed of the others) in the background.
-declare -A ID
-swarm() {
-    local dir=$1 n=$2; shift 2
-    mkdir -p "$W/$dir"
-    for i in $(seq "$n"); do
-        "$BIN" keygen --out "$W/$dir/k$i" >/dev/null || fail "keygen"
-        ID[$dir$i]=$(awk '/^id =/ {print $3}' "$W/$dir/k$i.pub")
-        P[$dir$i]=$(port)
-    done
-    for i in $(seq "$n"); do
-        local seed=()
-        [ "$i" != 1 ] && [ -z "${NOSEED:-}" ] && seed=(--set "bootstrap.seed=${ID[${dir}1]}@tcp://127.0.0.1:${P[${dir}1]}")
-        local extra=()
-        [ -n "${EXTRA[$i]:-}" ] && read -r -a extra <<<"${EXTRA[$i]}"
-        env ${ENVS[$i]:-} "$BIN" run -c "$W/base.ini" --set node.key="$W/$dir/k$i" \
-            --set net.listen="tcp://127.0.0.1:${P[$dir$i]}" --set train.checkpoint_dir="$W/$dir/ck$i" \
-            --set node.peer_cache="$W/$dir/cache$i" --set train.metrics="$W/$dir/m$i.jsonl" \
-            "${seed[@]}" "${extra[@]}" "$@" >"$W/$dir/log$i" 2>&1 &
-        PID[$dir$i]=$!
-        pids+=("$!")
-    done
-}
-declare -A P PID EXTRA ENVS
-# wait_all DIR N SECONDS: every peer exits 0 within the time limit.
-wait_all() {
-    local dir=$1 n=$2 secs=$3 t0=$SECONDS
-    for i in $(seq "$n"); do
-        while kill -0 "${PID[$dir$i]}" 2>/dev/null; do
-            [ $((SECONDS - t0)) -ge "$secs" ] && fail "$dir: peer $i still running after ${secs}s (hang?)"
-            sleep 0.2
-        done
-        wait "${PID[$dir$i]}" || fail "$dir: peer $i exited with $?"
-    done
-}
-outer_records() { grep -h '"kind":"outer"' "$@"; }
 
 # --- 1 + 2 run together (8 processes on 2 cores) -----------------------------------------------
 swarm noloco 4

@@ -19,19 +19,8 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$W"; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; for f in "$W"/*/log*; do echo "--- $f"; grep -v "INFO  train: step" "$f" | tail -n 12; done; exit 1; }
-port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_for() { # seconds, description, command...
-    local secs=$1 what=$2; shift 2
-    local t0=$SECONDS
-    while ! "$@"; do
-        [ $((SECONDS - t0)) -ge "$secs" ] && fail "timed out after ${secs}s waiting for: $what"
-        sleep 0.1
-    done
-}
-
-awk 'BEGIN { x = 99; for (line = 0; line < 3000; line++) { x = (x * 16807) % 2147483647; s = "";
-    for (j = 0; j < 4 + x % 7; j++) { x = (x * 16807) % 2147483647; s = s sprintf("%c", 97 + x % 26) }
-    print s " " s "." } }' >"$W/text.txt"
+. tests/integration/lib_swarm.sh
+corpus_letters 99 3000 "$W/text.txt"
 timeout 30 "$BIN" data --input "$W/text.txt" --out "$W/data" >/dev/null || fail "loco data"
 cat >"$W/base.ini" <<INI
 [run]
@@ -58,37 +47,6 @@ deadline_ms = 8000
 [gossip]
 period_ms = 300
 INI
-
-declare -A P PID ENVS
-swarm() { # DIR N extra --set arguments...
-    local dir=$1 n=$2; shift 2
-    mkdir -p "$W/$dir"
-    for i in $(seq "$n"); do
-        "$BIN" keygen --out "$W/$dir/k$i" >/dev/null || fail "keygen"
-        P[$dir$i]=$(port)
-    done
-    local seed="$(awk '/^id =/ {print $3}' "$W/$dir/k1.pub")@tcp://127.0.0.1:${P[${dir}1]}"
-    for i in $(seq "$n"); do
-        local s=()
-        [ "$i" != 1 ] && s=(--set "bootstrap.seed=$seed")
-        env ${ENVS[$i]:-} "$BIN" run -c "$W/base.ini" --set node.key="$W/$dir/k$i" \
-            --set net.listen="tcp://127.0.0.1:${P[$dir$i]}" --set train.checkpoint_dir="$W/$dir/ck$i" \
-            --set node.peer_cache="$W/$dir/cache$i" --set train.metrics="$W/$dir/m$i.jsonl" "${s[@]}" "$@" \
-            >"$W/$dir/log$i" 2>&1 &
-        PID[$dir$i]=$!
-        pids+=("$!")
-    done
-}
-wait_all() { # DIR N SECONDS
-    local dir=$1 n=$2 secs=$3 t0=$SECONDS
-    for i in $(seq "$n"); do
-        while kill -0 "${PID[$dir$i]}" 2>/dev/null; do
-            [ $((SECONDS - t0)) -ge "$secs" ] && fail "$dir: peer $i still running after ${secs}s (hang?)"
-            sleep 0.2
-        done
-        wait "${PID[$dir$i]}" || fail "$dir: peer $i exited with $?"
-    done
-}
 
 # --- 1. Hold an exchange ----------------------------------------------------------------------------
 touch "$W/holdfile"
