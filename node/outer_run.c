@@ -255,6 +255,27 @@ static int s_send_tensor(outer_run_t *o, const uint8_t to[32], uint32_t quantity
     return s_send_tensor_chunked(o, to, quantity, round, codec, x, n, resid, 0);
 }
 
+// The round this peer exchanges next: the exchange in progress; else a posted one the net thread has
+// not begun yet (with overlap the compute thread is already a round further, so its round would
+// tell a late partner a round we have not closed, and it would skip a round we still wait for it
+// in); else the round the compute thread runs.
+static uint64_t s_mine(outer_run_t *o) {
+    if (o->phase != PH_IDLE) return o->round;
+    pthread_mutex_lock(&o->mu);
+    uint64_t r = o->posted && !o->done ? o->post_round : atomic_load(&o->cur_round);
+    pthread_mutex_unlock(&o->mu);
+    return r;
+}
+
+// Has this member already sent for a round after ours? Then it will not take part in ours.
+static int s_moved_on(outer_run_t *o, const uint8_t peer[32]) {
+    for (int i = 0; i < o->npend; i++) {
+        pend_t *p = &o->pend[i];
+        if ((p->kind == P_READY || p->kind == P_META) && p->round > o->round && !memcmp(p->peer, peer, 32)) return 1;
+    }
+    return 0;
+}
+
 static uint64_t s_outer_bytes(const net_stats_t *s, int rx) {
     const uint64_t *b = rx ? s->rx_bytes : s->tx_bytes;
     uint64_t sum = b[NET_MSG_CHUNK];
@@ -806,10 +827,17 @@ void outer_run_tick(outer_run_t *o, uint64_t now) {
                 continue;
             }
             if (s_pend_find(o, P_META, o->mem[j], o->round, 0) && s_pend_find(o, P_DELTA, o->mem[j], o->round, 0) &&
-                s_pend_find(o, P_DRIFT, o->mem[j], o->round, 0))
+                s_pend_find(o, P_DRIFT, o->mem[j], o->round, 0)) {
                 o->mstate[j] = M_DONE;
-            else
+            } else if (!s_pend_find(o, P_META, o->mem[j], o->round, 0) && s_moved_on(o, o->mem[j])) {
+                char who[17];
+                s_short(o->mem[j], who);
+                log_info("outer", "round %llu: %s has moved on to a later round; the group shrinks",
+                         (unsigned long long)o->round, who);
+                o->mstate[j] = M_GONE;
+            } else {
                 waiting++;
+            }
         }
         if (waiting && now >= o->deadline_ms) {
             for (int j = 0; j < o->nm; j++)
@@ -833,7 +861,7 @@ void outer_run_tick(outer_run_t *o, uint64_t now) {
         const uint8_t *self = gossip_members_self_id(o->env.gm);
         for (int i = 0; i < nv && all; i++)
             if (memcmp(o->view[i], self, 32) != 0 && !s_pend_find(o, P_READY, o->view[i], o->round, 0) &&
-                !s_pend_find(o, P_DECLINE, o->view[i], o->round, 0))
+                !s_pend_find(o, P_DECLINE, o->view[i], o->round, 0) && !s_moved_on(o, o->view[i]))
                 all = 0;
         if (all || now >= o->ready_deadline_ms) s_diloco_fix(o);
         if (o->phase != PH_REDUCE) break;
@@ -946,7 +974,7 @@ int outer_run_on_event(outer_run_t *o, net_event_t *ev, uint64_t now) {
         static const int map[] = {0, P_DELTA, P_DRIFT, P_PART, P_RED};
         if (kind < Q_DELTA || kind > Q_RED) return 0;
         if (o->phase != PH_IDLE && ev->round < o->round) return 1; // stale
-        uint64_t mine = o->phase != PH_IDLE ? o->round : atomic_load(&o->cur_round);
+        uint64_t mine = s_mine(o);
         // Bounded memory: whole-model tensors must have the model's size, chunks at most that, and
         // nothing is kept for rounds far ahead (a joiner learns those rounds from messages).
         int whole = kind == Q_DELTA || kind == Q_DRIFT;
@@ -971,7 +999,7 @@ int outer_run_on_event(outer_run_t *o, net_event_t *ev, uint64_t now) {
     const uint8_t *b = ev->payload;
     size_t len = ev->len;
     uint64_t r = ev->round;
-    uint64_t mine = o->phase != PH_IDLE ? o->round : atomic_load(&o->cur_round);
+    uint64_t mine = s_mine(o);
     char who[17];
     s_short(ev->peer, who);
     switch (ev->type) {
