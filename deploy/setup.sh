@@ -9,6 +9,7 @@ pkgs=(
     libcriterion-dev                            # unit tests
     python3-torch python3-numpy                 # the reference implementation in tests and benchmarks
     fortunes                                    # the default corpus
+    gnuplot-nox                                 # loco plot draws metrics with it (tests/integration/test_plot.sh)
     iproute2 procps time                        # network namespaces for WAN tests; ps/time for benchmarks
     clang libclang-rt-14-dev libomp-14-dev      # fuzzing (make fuzz)
 )
