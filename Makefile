@@ -18,7 +18,7 @@ CPPFLAGS := -I. -D_GNU_SOURCE -MMD -MP
 # -ffp-contract=off: outer-step arithmetic must round the same way on every peer (ALGORITHMS.md).
 CFLAGS   := -std=c11 -Wall -Wextra -O3 -g -fopenmp -ffp-contract=off -fno-strict-aliasing
 LDFLAGS  := -fopenmp -L$(BLASDIR) -Wl,-rpath,$(BLASDIR)
-LDLIBS   := -lopenblas -lzmq -lsodium -lcrypto -lpthread -lm
+LDLIBS   := -lopenblas -lzmq -lsodium -lcrypto -lmicrohttpd -lpthread -lm
 
 ifeq ($(NATIVE),1)
 CFLAGS   += -march=native

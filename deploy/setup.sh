@@ -6,12 +6,14 @@ pkgs=(
     build-essential pkg-config
     libzmq3-dev libsodium-dev libssl-dev        # transport, identities, digests
     libopenblas-dev libopenblas-openmp-dev      # CPU matmuls (the OpenMP build shares loco's thread pool)
+    libmicrohttpd-dev                           # the Prometheus metrics endpoint ([metrics] listen)
     libcriterion-dev                            # unit tests
     python3-torch python3-numpy                 # the reference implementation in tests and benchmarks
     fortunes                                    # the default corpus
     gnuplot-nox                                 # loco plot draws metrics with it (tests/integration/test_plot.sh)
     iproute2 procps time                        # network namespaces for WAN tests; ps/time for benchmarks
     clang libclang-rt-14-dev libomp-14-dev      # fuzzing (make fuzz)
+    prometheus curl                             # tests/integration/test_prometheus.sh scrapes a node with a real Prometheus
 )
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "node/cli.h"
+#include "node/control.h"
 #include "node/run.h"
 
 int cmd_run(int argc, char **argv) {
@@ -31,6 +32,11 @@ int cmd_run(int argc, char **argv) {
         return 2;
     }
 #endif
+    char ctl[CONFIG_PATH_MAX + 32], why[1400];
+    if (control_path(&cfg, ctl, sizeof ctl, why, sizeof why) != 0) { // [node] control: node/control.h
+        fprintf(stderr, "loco run: %s: %s\n", cfg.source, why);
+        return 2;
+    }
     cli_catch_stop();
     return run_node(&cfg, &cli_stop);
 }

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "node/http_metrics.h"
+
 // K_LIST: repeatable key (config_list_t); each line appends one value, an empty value adds none.
 typedef enum { K_INT, K_I64, K_FLOAT, K_STR, K_BOOL, K_ENUM, K_LIST } key_type_t;
 
@@ -73,6 +75,8 @@ static const key_spec_t s_keys[] = {
     {"gossip", "sync_interval_ms", K_INT, OFF(gossip_sync_interval_ms), 100, 3600000, "10000", NULL},
     {"bootstrap", "seed", K_LIST, OFF(seeds), 0, 0, "", NULL},
     {"node", "peer_cache", K_STR, OFF(peer_cache), 0, 0, "peers.cache", NULL},
+    {"node", "control", K_STR, OFF(control), 0, 0, "", NULL},
+    {"metrics", "listen", K_STR, OFF(metrics_listen), 0, 0, "", NULL},
     {"outer", "algorithm", K_ENUM, OFF(outer_algorithm), 0, 0, "noloco", "diloco|noloco"},
     {"outer", "inner_steps", K_I64, OFF(inner_steps), 1, 1e12, "50", NULL},
     {"outer", "lr", K_FLOAT, OFF(outer_lr), 0, 10, "0.7", NULL},
@@ -338,6 +342,14 @@ int config_validate(const loco_config_t *c, char *err, size_t errlen) {
     if (c->outer_momentum < 0 && c->outer_momentum != -1) {
         snprintf(err, errlen, "%s: [outer] momentum (%g) must be in [0, 1), or -1 for the algorithm's default",
                  c->source, c->outer_momentum);
+        return -1;
+    }
+    char why2[300];
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    int loopback;
+    if (c->metrics_listen[0] && http_metrics_parse_listen(c->metrics_listen, &sa, &salen, &loopback, why2, sizeof why2) != 0) {
+        snprintf(err, errlen, "%s: [metrics] listen = %s", c->source, why2);
         return -1;
     }
     if (!c->data[0]) {

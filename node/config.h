@@ -72,6 +72,10 @@ typedef struct {
     config_list_t seeds;            // [bootstrap] seed = ID@tcp://host:port (repeatable)
     char peer_cache[CONFIG_PATH_MAX]; // last-known live peers, used when the seeds are down
 
+    // operations (node/control.h, node/http_metrics.h): [node] control, [metrics] listen
+    char control[CONFIG_PATH_MAX];  // loco status socket; "" = CHECKPOINT_DIR/control/loco.sock, "off" = none
+    char metrics_listen[256];       // Prometheus endpoint address; "" = off
+
     // outer steps (optim/outer.h, node/outer_run.c): [outer]
     char outer_algorithm[8];        // diloco | noloco
     int64_t inner_steps;            // H

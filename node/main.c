@@ -13,6 +13,7 @@ static const struct {
     {"data", cmd_data, "turn text into byte-level token shards"},
     {"train", cmd_train, "train a model on this machine alone"},
     {"run", cmd_run, "run a peer: join the swarm, keep membership, train"},
+    {"status", cmd_status, "ask the running peer of a config what it is doing (local control socket)"},
     {"swarm", cmd_swarm, "run a swarm of N peers on this machine (the demo), then their losses"},
     {"eval", cmd_eval, "validation loss of a checkpoint"},
     {"export", cmd_export, "write a checkpoint's weights as Hugging Face GPT-2 safetensors"},

@@ -10,6 +10,7 @@
 typedef struct {
     FILE *f;
     char peer[17];
+    struct prom *prom; // loco run: the registry the Prometheus endpoint and loco status read (node/telemetry.h); NULL = none
 } metrics_t;
 
 // Opens path for appending (NULL or "" = metrics off: writes become no-ops). 0 or -1 with err.

@@ -13,6 +13,7 @@
 #include "net/frame.h"
 #include "node/catchup.h"
 #include "node/log.h"
+#include "node/telemetry.h"
 #include "node/train_loop.h"
 #include "optim/codec.h"
 #include "optim/outer.h"
@@ -363,6 +364,7 @@ static void s_strike(outer_run_t *o, const uint8_t id[32], const char *why) {
     log_warn("outer", "round %llu: rejected the contribution of %s: %s", (unsigned long long)o->round, who, why);
     metrics_write(o->env.mx, "reject", 0, "\"round\":%llu,\"from\":\"%s\",\"reason\":\"%s\"",
                   (unsigned long long)o->round, who, why);
+    telemetry_reject(o->env.mx, why);
     int i = s_bad_index(o, id, 1);
     int k = 0;
     for (int j = 0; j < o->bad[i].nstrikes; j++)
@@ -1144,6 +1146,7 @@ void outer_run_destroy(outer_run_t **self_p) {
 }
 
 void outer_run_stats(const outer_run_t *o, outer_stats_t *out) { *out = o->st; }
+const catchup_t *outer_run_catchup(const outer_run_t *o) { return o ? o->cu : NULL; }
 
 // ---------------------------------------------------------------------------------------------
 // The compute thread
@@ -1290,6 +1293,7 @@ static void s_record(outer_run_t *o, trainer_t *t, train_ctx_t *x, const char *h
                   (unsigned long long)o->st.bytes_sent, (unsigned long long)o->st.bytes_recv, o->res_exchange_s, waited,
                   o->cfg.overlap ? "true" : "false", (unsigned long long)overlap_steps,
                   waited_flag ? "true" : "false", a16, util, ru, x->compute_s, wall);
+    telemetry_outer(o->env.mx, o->res_round, o->res_contributors, o->res_expected, o->res_exchange_s, waited, o->res_short, o->res_group);
 }
 
 // Checkpoints during loco run: at a round boundary, a snapshot of every section is copied into one

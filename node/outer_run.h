@@ -53,6 +53,7 @@
 
 #include "gossip/members.h"
 #include "net/node.h"
+#include "node/catchup.h"
 #include "node/config.h"
 #include "node/metrics.h"
 #include "node/trainer.h"
@@ -106,5 +107,7 @@ typedef struct {
     uint64_t refused_peers;     // times a repeated offender was refused for a while
 } outer_stats_t;
 void outer_run_stats(const outer_run_t *o, outer_stats_t *out);
+// The catch-up module (net thread only: its stats and state for the metrics; node/telemetry.h).
+const catchup_t *outer_run_catchup(const outer_run_t *o);
 
 #endif

@@ -19,9 +19,13 @@
 #include "net/identity.h"
 #include "net/node.h"
 #include "net/ticket.h"
+#include "node/control.h"
+#include "node/http_metrics.h"
 #include "node/log.h"
 #include "node/metrics.h"
 #include "node/outer_run.h"
+#include "node/prom.h"
+#include "node/telemetry.h"
 #include "node/train_loop.h"
 #include "node/trainer.h"
 
@@ -56,6 +60,10 @@ typedef struct {
     int n_dialed;
     gossip_member_info_t *info;       // scratch for member listings
     outer_run_t *outer;               // the outer-step exchange (training peers)
+    prom_t *prom;                     // metrics registry: Prometheus endpoint and loco status
+    http_metrics_t *http;
+    control_t *ctl;
+    uint64_t tele_ms;                 // last telemetry sample (net thread)
 } run_t;
 
 static uint64_t s_mono_ms(void) {
@@ -417,6 +425,53 @@ static bool s_admit(void *ctx, const gossip_record_t *rec) {
     return net_ticket_verify(&t, o->authority, r->fp, rec->id, s_unix_ms() / 1000, why, sizeof why) == NET_TICKET_OK;
 }
 
+// The metrics registry, the Prometheus endpoint ([metrics] listen) and the loco status socket.
+static int s_ops_start(run_t *r, const loco_config_t *cfg, const char *prefix, char *err, size_t errlen) {
+    if (!(r->prom = prom_new()) || telemetry_declare(r->prom) != 0) {
+        snprintf(err, errlen, "cannot set up the metrics registry");
+        return -1;
+    }
+    r->mx.prom = r->prom;
+    telemetry_start(r->prom, prefix, cfg->run_name, cfg->steps > 0 ? cfg->outer_algorithm : "none",
+                    (uint64_t)cfg->steps, cfg->checkpoint_dir);
+    if (cfg->metrics_listen[0]) {
+        if (!(r->http = http_metrics_start(cfg->metrics_listen, r->prom, err, errlen))) return -1;
+        prom_note_set(r->prom, "metrics_url", http_metrics_url(r->http));
+    }
+    char path[CONFIG_PATH_MAX + 32];
+    if (control_path(cfg, path, sizeof path, err, errlen) != 0) return -1;
+    // A node that does not train shares the default socket path with any other in its directory
+    // (no checkpoints to collide on): the first one answers loco status, the others say so and go on.
+    if (path[0] && !cfg->control[0] && cfg->steps == 0 && control_in_use(path)) {
+        log_warn("control", "%s: another loco node answers there; this one has no control socket (set [node] control)", path);
+        return 0;
+    }
+    if (path[0] && !(r->ctl = control_start(path, !cfg->control[0], r->prom, err, errlen))) return -1;
+    return 0;
+}
+
+static void s_ops_stop(run_t *r) {
+    control_stop(&r->ctl);
+    http_metrics_stop(&r->http);
+    r->mx.prom = NULL;
+    prom_destroy(&r->prom);
+}
+
+// Net thread, every 250 ms: membership by state, bytes by type, catch-up progress.
+static void s_telemetry(run_t *r, uint64_t now) {
+    if (!r->prom || now - r->tele_ms < 250) return;
+    r->tele_ms = now;
+    int by[4] = {0};
+    size_t n = gossip_members_all(r->gm, r->info, RUN_MAX_MEMBERS);
+    for (size_t i = 0; i < n; i++)
+        if ((int)r->info[i].state >= 0 && r->info[i].state <= GOSSIP_LEFT) by[r->info[i].state]++;
+    telemetry_members(r->prom, by[GOSSIP_ALIVE], by[GOSSIP_SUSPECT], by[GOSSIP_DEAD], by[GOSSIP_LEFT]);
+    const catchup_t *cu = outer_run_catchup(r->outer);
+    catchup_stats_t cs;
+    if (cu) catchup_stats(cu, &cs);
+    telemetry_net(r->prom, net_node_stats(r->net), cu ? &cs : NULL, cu ? catchup_done(cu) : 0);
+}
+
 static int s_setup(run_t *r, const loco_config_t *cfg, char *err, size_t errlen) {
     r->cfg = *cfg;
     if (net_opts_from_config(&r->no, cfg, err, errlen) != 0) return -1;
@@ -521,6 +576,7 @@ static int s_setup(run_t *r, const loco_config_t *cfg, char *err, size_t errlen)
     memcpy(prefix, r->self_hex, 16);
     prefix[16] = '\0';
     if (metrics_open(&r->mx, cfg->metrics, prefix, err, errlen) != 0) return -1;
+    if (s_ops_start(r, cfg, prefix, err, errlen) != 0) return -1;
     char addr[NET_ID_HEX + 260];
     snprintf(addr, sizeof addr, "%s@%s", r->self_hex, r->advertise[0] ? r->advertise : "(no listener)");
     log_info("run", "peer %s, run '%s', reachable %s, %d seed(s)", addr, cfg->run_name,
@@ -546,6 +602,7 @@ static void s_pump(run_t *r, int max_wait_ms) {
     gossip_members_tick(r->gm, now);
     s_flush_outbox(r);
     s_drain_events(r);
+    s_telemetry(r, now);
     if (r->cache_dirty && now - r->cache_saved_ms >= 2000) {
         s_cache_write(r);
         r->cache_saved_ms = now;
@@ -563,6 +620,7 @@ int run_node(const loco_config_t *cfg, volatile sig_atomic_t *stop) {
     char err[1536];
     if (s_setup(&r, cfg, err, sizeof err) != 0) {
         log_error("run", "%s", err);
+        s_ops_stop(&r);
         outer_run_destroy(&r.outer);
         gossip_members_destroy(&r.gm);
         net_node_destroy(&r.net);
@@ -594,6 +652,7 @@ int run_node(const loco_config_t *cfg, volatile sig_atomic_t *stop) {
     s_cache_write(&r);
     net_node_log_stats(r.net);
     int rc = atomic_load(&r.compute_done) == 2 || r.refused_out ? 1 : 0;
+    s_ops_stop(&r);
     metrics_close(&r.mx);
     outer_run_destroy(&r.outer);
     gossip_members_destroy(&r.gm);

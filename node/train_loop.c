@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "node/log.h"
+#include "node/telemetry.h"
 #ifdef LOCO_CUDA
 #include "model/gpt_cuda.h"
 #endif
@@ -85,6 +86,7 @@ int train_step_logged(trainer_t *t, train_ctx_t *x) {
     double tps = (double)tok_per_step / (t1 - t0);
     metrics_write(x->mx, "step", t->step, "\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,"
                   "\"elapsed_s\":%.3f", loss, t->lr, t->grad_norm, tps, t1 - x->t_start);
+    telemetry_step(x->mx, t->step, loss, tps, x->compute_s, t1 - x->t_start);
     double rate = (double)(t->step - x->first) / (t1 - x->t_start);
     char eta[32];
     s_fmt_eta(eta, sizeof eta, (double)(total - t->step) / rate);
@@ -102,6 +104,7 @@ int train_step_logged(trainer_t *t, train_ctx_t *x) {
             if (x->tty) fputc('\n', stderr);
             log_info("train", "step %llu val_loss %.4f", (unsigned long long)t->step, vl);
             metrics_write(x->mx, "eval", t->step, "\"val_loss\":%.6f,\"elapsed_s\":%.3f", vl, metrics_mono() - x->t_start);
+            telemetry_eval(x->mx, vl);
         }
     }
     if ((x->periodic_checkpoints && t->cfg.checkpoint_every > 0 && t->step % (uint64_t)t->cfg.checkpoint_every == 0) ||
