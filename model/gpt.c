@@ -162,7 +162,19 @@ static float *s_alloc(size_t n) {
     return p;
 }
 
+static gpt_t *s_new(const gpt_config_t *cfg, int maxB, int maxT, gpt_t *owner, char *err, size_t errlen);
+
 gpt_t *gpt_new(const gpt_config_t *cfg, int maxB, int maxT, char *err, size_t errlen) {
+    return s_new(cfg, maxB, maxT, NULL, err, errlen);
+}
+
+gpt_t *gpt_new_shared(gpt_t *owner, int maxB, int maxT, char *err, size_t errlen) {
+    gpt_t *m = s_new(&owner->cfg, maxB, maxT, owner, err, errlen);
+    if (m) gpt_set_threads(m, owner->threads);
+    return m;
+}
+
+static gpt_t *s_new(const gpt_config_t *cfg, int maxB, int maxT, gpt_t *owner, char *err, size_t errlen) {
     if (gpt_config_check(cfg, err, errlen) != 0) return NULL;
     if (maxB < 1 || maxT < 1 || maxT > cfg->seq_len) {
         snprintf(err, errlen, "batch %d x %d does not fit the model (seq_len %d)", maxB, maxT, cfg->seq_len);
@@ -180,8 +192,14 @@ gpt_t *gpt_new(const gpt_config_t *cfg, int maxB, int maxT, char *err, size_t er
 
     m->num_params = gpt_num_params(cfg);
     m->views_mem = calloc(2 * (size_t)L, sizeof(gpt_block_t));
-    m->params = s_alloc(m->num_params);
-    m->grads = s_alloc(m->num_params);
+    if (owner) { // an activation context over the owner's parameters and gradients
+        m->params = owner->params;
+        m->grads = owner->grads;
+        m->shared = 1;
+    } else {
+        m->params = s_alloc(m->num_params);
+        m->grads = s_alloc(m->num_params);
+    }
     m->a = calloc((size_t)L, sizeof(gpt_block_acts_t));
     if (!m->views_mem || !m->params || !m->grads || !m->a) goto oom;
     gpt_param_views(cfg, m->params, &m->p, m->views_mem);
@@ -227,8 +245,10 @@ oom:
 void gpt_destroy(gpt_t **self_p) {
     if (!self_p || !*self_p) return;
     gpt_t *m = *self_p;
-    free(m->params);
-    free(m->grads);
+    if (!m->shared) {
+        free(m->params);
+        free(m->grads);
+    }
     free(m->acts);
     free(m->scratch);
     free(m->views_mem);

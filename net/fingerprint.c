@@ -1,7 +1,11 @@
 #include "net/fingerprint.h"
 
+#include "net/identity.h"
+#include "node/plan_file.h"
+
 #include <openssl/evp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void net_sha256(const void *data, size_t len, uint8_t out[32]) {
@@ -26,7 +30,22 @@ size_t net_run_describe(const loco_config_t *c, char *out, size_t len) {
                      NET_PROTOCOL_VERSION, c->run_name, c->model.layers, c->model.d_model, c->model.heads,
                      c->model.seq_len, c->model.vocab, (long long)c->seed, c->outer_algorithm,
                      (long long)c->inner_steps, c->outer_codec);
-    return n > 0 && (size_t)n < len ? (size_t)n : 0;
+    if (n <= 0 || (size_t)n >= len) return 0;
+    if (c->pipeline_plan[0]) { // pipelined runs only, so other runs keep their fingerprint
+        char hex[65] = "unreadable";
+        plan_t *p = malloc(sizeof *p);
+        char why[512];
+        if (p && plan_read(c->pipeline_plan, p, why, sizeof why) == 0) {
+            uint8_t h[32];
+            plan_hash(p, h);
+            net_hex_encode(h, 32, hex);
+        }
+        free(p);
+        int k = snprintf(out + n, len - (size_t)n, "pipeline.plan=%s\n", hex);
+        if (k <= 0 || (size_t)k >= len - (size_t)n) return 0;
+        n += k;
+    }
+    return (size_t)n;
 }
 
 void net_run_fingerprint_desc(const char *desc, size_t len, uint8_t fp[32]) { net_sha256(desc, len, fp); }

@@ -3,9 +3,11 @@
 // It is computed over a canonical description, one "key=value\n" line per field in a fixed order,
 // starting with "loco-run\n". Peers exchange the description in their HELLO, so a peer with a
 // different fingerprint is refused with the name of the field that differs. Today's fields: protocol
-// version, run name, model shape and vocabulary, train seed (the init seed). The outer algorithm, H,
-// codec and plan join when their config keys exist (issues for [outer] and the planner): append
-// lines in net_run_describe(); the protocol version line makes old and new peers disagree cleanly.
+// version, run name, model shape and vocabulary, train seed (the init seed), outer algorithm, H,
+// codec, and — only when [pipeline] plan is set — pipeline.plan, the SHA-256 of the plan's canonical
+// form (node/plan_file.h; "unreadable" when the file cannot be read, which loco run refuses before
+// it gets here). Append lines in net_run_describe(); the protocol version line makes old and new
+// peers disagree cleanly.
 #ifndef LOCO_NET_FINGERPRINT_H
 #define LOCO_NET_FINGERPRINT_H
 

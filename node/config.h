@@ -38,6 +38,7 @@ typedef struct {
     int64_t seed;
     int64_t data_stream;            // -1: derived from the peer id (or 0 for `loco train`)
     int threads;
+    char train_active[32];          // daily window "HH:MM-HH:MM" (local time) when loco run trains; "" = always
     char checkpoint_dir[CONFIG_PATH_MAX];
     int64_t checkpoint_every;       // inner steps; 0 = only at the end
     int checkpoint_keep;
@@ -89,6 +90,10 @@ typedef struct {
     float co2_gap_penalty;          // λ ≥ 1: the stale averaged pseudo-gradient is divided by it
     float co2_clip;                 // element-wise clip of the outer momentum; 0 = off
     float max_norm_ratio;           // robust acceptance: reject pseudo-gradients this many × larger
+
+    // pipeline stages (node/pipe.h): [pipeline]
+    char pipeline_plan[CONFIG_PATH_MAX]; // plan file (node/plan_file.h); "" = no pipeline
+    int pipeline_timeout_ms;        // a micro-batch unanswered this long is rerouted; a silent peer is taken for dead
 
     // Where each value came from, for error messages after loading.
     char source[CONFIG_PATH_MAX];

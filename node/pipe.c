@@ -1,0 +1,1021 @@
+#include "node/pipe.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "model/rng.h"
+#include "net/frame.h"
+#include "node/log.h"
+#include "node/train_loop.h"
+#include "optim/adamw.h"
+
+// Slot states.
+enum { SL_FREE = 0, SL_UNSENT, SL_WAIT, SL_READY };
+
+typedef struct {
+    int state;
+    gpt_t *m;                   // activation context over the trainer's weights
+    int32_t *inputs, *targets;  // (B,T)
+    float *x;                   // (B,T,C) input activation (stage > 0)
+    float *dx;                  // (B,T,C) gradient of x, sent back (stage > 0)
+    float *dout;                // (B,T,C) gradient of our output, received (not the last stage)
+    uint64_t step;
+    uint32_t origin, mb;
+    int from, to;               // plan indices: who sent the ACT (-1 at stage 0), where the output went
+    int exclude;                // rerouting: the node that timed out (-1 none)
+    uint64_t sent_ms;
+    float loss;
+} slot_t;
+
+typedef struct { // an ACT waiting for a slot or for its step
+    uint64_t step;
+    uint32_t origin, mb;
+    int from;
+    float *x;
+    int32_t *tg;
+} pend_t;
+
+typedef struct { // a message to one node that could not be queued yet (not connected)
+    int to, type;
+    uint64_t step, since_ms;
+    uint32_t origin, mb, count;
+    float loss;
+    void *f1;
+    size_t n1;
+} out_t;
+
+#define PIPE_OUTBOX 256
+
+typedef struct {
+    void *dealer;               // NULL until first needed
+    uint8_t curve[32];
+    int dead;
+    uint64_t heard_ms;          // last valid message from it
+    uint32_t gone_seen;
+    int has_end;
+    uint64_t end_step;
+    uint32_t end_count;
+    uint32_t done_from;         // this step: its micro-batches completed here
+    uint32_t done_to;           // this step: our micro-batches it completed
+    int wgrad_got;              // stage 0: its WGRAD of this step arrived
+} peer_t;
+
+struct pipe_t {
+    pipe_opts_t o;
+    const plan_t *plan;
+    trainer_t *t;
+    int self, stage, S, replica, R0;
+    int l0, l1, L, B, T, C, V, M;
+    size_t off, len, wte_n, act_n, tok_n;
+    uint64_t run_id;
+    void *ctx, *router, *zap;
+    char endpoint[160];
+    peer_t *peers;              // plan->n_nodes
+    slot_t *slots;
+    int nslots, window;
+    pend_t *pend;
+    int npend, pend_max;
+    rng_t rng;
+    // The step in progress.
+    uint64_t step;
+    int issued, ndone, nproc;
+    double loss_sum;
+    float *wgrad_sum;           // stage 0: sum of received head wte gradients (V,C)
+    int wgrad_n;
+    uint64_t wte_got;           // last stage: step + 1 of the last WTE taken
+    int wte_from;               // last stage: the stage-0 node our WGRAD went to
+    out_t outbox[PIPE_OUTBOX];
+    int nout;
+    pipe_stats_t st;
+    uint64_t drop_log_ms[PIPE_DROP_COUNT];
+    uint64_t wait_log_ms;
+};
+
+static uint64_t s_mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+const char *pipe_drop_name(pipe_drop_t d) {
+    static const char *names[PIPE_DROP_COUNT] = {"frames", "header", "run", "sender", "shape",
+                                                 "value", "stale", "unexpected", "full"};
+    return (unsigned)d < PIPE_DROP_COUNT ? names[d] : "?";
+}
+
+static const char *s_type_name(int type) {
+    static const char *names[] = {"?", "ACT", "GRAD", "END", "WGRAD", "WTE"};
+    return type >= 1 && type <= 5 ? names[type] : "?";
+}
+
+static const char *s_name(const pipe_t *p, int i) { return i >= 0 ? p->plan->nodes[i].name : "?"; }
+
+// Counts, and logs at most once a second per reason (a flood of bad messages must not flood the log).
+static void s_drop(pipe_t *p, pipe_drop_t d, int from, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void s_drop(pipe_t *p, pipe_drop_t d, int from, const char *fmt, ...) {
+    p->st.dropped++;
+    p->st.drop[d]++;
+    uint64_t now = s_mono_ms();
+    if (now - p->drop_log_ms[d] < 1000 && p->drop_log_ms[d]) return;
+    p->drop_log_ms[d] = now;
+    char why[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    log_warn("pipe", "dropped a message from %s (%s): %s [%llu %s drops]", s_name(p, from), pipe_drop_name(d), why,
+             (unsigned long long)p->st.drop[d], pipe_drop_name(d));
+}
+
+static int s_finite(const float *x, size_t n) {
+    float acc = 0.0f;
+    for (size_t i = 0; i < n; i++) acc += x[i] * 0.0f; // NaN/Inf poison the sum; no branch per element
+    return acc == 0.0f;
+}
+
+static void s_mark_dead(pipe_t *p, int i, const char *why) {
+    if (p->peers[i].dead) return;
+    p->peers[i].dead = 1;
+    p->st.dead_marks++;
+    log_warn("pipe", "stage %d replica %d (%s) taken for dead: %s", p->plan->nodes[i].stage, p->plan->nodes[i].replica,
+             s_name(p, i), why);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sockets
+
+static int s_setopt_int(void *s, int opt, int v) { return zmq_setsockopt(s, opt, &v, sizeof v); }
+
+static void *s_dealer(pipe_t *p, int i) {
+    peer_t *q = &p->peers[i];
+    if (q->dealer) return q->dealer;
+    void *d = zmq_socket(p->ctx, ZMQ_DEALER);
+    if (!d) return NULL;
+    int rc = s_setopt_int(d, ZMQ_LINGER, 0) | s_setopt_int(d, ZMQ_IMMEDIATE, 1) | s_setopt_int(d, ZMQ_SNDHWM, 256) |
+             zmq_setsockopt(d, ZMQ_CURVE_SERVERKEY, q->curve, 32) |
+             zmq_setsockopt(d, ZMQ_CURVE_PUBLICKEY, p->o.identity.curve_pk, 32) |
+             zmq_setsockopt(d, ZMQ_CURVE_SECRETKEY, p->o.identity.curve_sk, 32);
+    if (rc || zmq_connect(d, p->plan->nodes[i].endpoint) != 0) {
+        log_warn("pipe", "cannot connect to %s at %s: %s", s_name(p, i), p->plan->nodes[i].endpoint, zmq_strerror(errno));
+        zmq_close(d);
+        return NULL;
+    }
+    q->dealer = d;
+    return d;
+}
+
+// Sends header + up to two frames to plan node i without waiting. 0, or -1 when the node is not
+// connected (ZMQ_IMMEDIATE) or its queue is full.
+static int s_send(pipe_t *p, int i, int type, uint64_t step, uint32_t origin, uint32_t mb, uint32_t count, float loss,
+                  const void *f1, size_t n1, const void *f2, size_t n2) {
+    void *d = s_dealer(p, i);
+    if (!d) return -1;
+    uint8_t h[PIPE_HDR_SIZE] = {'L', 'P', 'I', 'P'};
+    net_put_u16(h + 4, PIPE_PROTOCOL_VERSION);
+    net_put_u16(h + 6, (uint16_t)type);
+    net_put_u64(h + 8, p->run_id);
+    net_put_u64(h + 16, step);
+    net_put_u32(h + 24, origin);
+    net_put_u32(h + 28, mb);
+    net_put_u32(h + 32, (uint32_t)p->B);
+    net_put_u32(h + 36, (uint32_t)p->T);
+    net_put_u32(h + 40, count);
+    uint32_t lb;
+    memcpy(&lb, &loss, 4);
+    net_put_u32(h + 44, lb);
+    net_put_u64(h + 48, n1);
+    net_put_u64(h + 56, n2);
+    int nf = f2 ? 2 : f1 ? 1 : 0;
+    if (zmq_send(d, h, sizeof h, (nf ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0) return -1;
+    // After the first part is queued, libzmq takes the rest of the message.
+    if (nf >= 1) zmq_send(d, f1, n1, nf == 2 ? ZMQ_SNDMORE : 0);
+    if (nf == 2) zmq_send(d, f2, n2, 0);
+    p->st.sent++;
+    p->st.bytes_sent += sizeof h + n1 + n2;
+    return 0;
+}
+
+// A message that must reach node `to` (GRAD, END, WGRAD, WTE): sent now, or kept in the outbox and
+// retried (a connection still being set up takes a few milliseconds) until timeout_ms.
+static void s_post(pipe_t *p, int to, int type, uint64_t step, uint32_t origin, uint32_t mb, uint32_t count, float loss,
+                   const void *f1, size_t n1) {
+    if (p->nout == 0 && s_send(p, to, type, step, origin, mb, count, loss, f1, n1, NULL, 0) == 0) return;
+    void *copy = n1 ? malloc(n1) : NULL;
+    if (p->nout == PIPE_OUTBOX || (n1 && !copy)) {
+        free(copy);
+        log_warn("pipe", "outbox full: %s to %s for step %llu lost", s_type_name(type), s_name(p, to), (unsigned long long)step);
+        return;
+    }
+    if (n1) memcpy(copy, f1, n1);
+    p->outbox[p->nout++] = (out_t){.to = to, .type = type, .step = step, .since_ms = s_mono_ms(), .origin = origin,
+                                   .mb = mb, .count = count, .loss = loss, .f1 = copy, .n1 = n1};
+}
+
+// Retries the outbox in order; gives up on a message older than timeout_ms (its node is gone).
+static void s_flush(pipe_t *p) {
+    int k = 0;
+    uint64_t now = s_mono_ms();
+    for (int i = 0; i < p->nout; i++) {
+        out_t *m = &p->outbox[i];
+        if (s_send(p, m->to, m->type, m->step, m->origin, m->mb, m->count, m->loss, m->f1, m->n1, NULL, 0) == 0 ||
+            now - m->since_ms > (uint64_t)p->o.timeout_ms) {
+            if (now - m->since_ms > (uint64_t)p->o.timeout_ms)
+                log_warn("pipe", "%s to %s for step %llu not deliverable within %d ms: dropped", s_type_name(m->type),
+                         s_name(p, m->to), (unsigned long long)m->step, p->o.timeout_ms);
+            free(m->f1);
+            continue;
+        }
+        p->outbox[k++] = *m;
+    }
+    p->nout = k;
+}
+
+// ZAP (RFC 27): only the CURVE keys of the plan's nodes get in; User-Id = the Ed25519 id in hex.
+static void s_zap_one(pipe_t *p) {
+    zmq_msg_t fr[8];
+    int nf = 0, more = 1;
+    while (more) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, p->zap, nf == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+            zmq_msg_close(&m);
+            for (int i = 0; i < nf; i++) zmq_msg_close(&fr[i]);
+            return;
+        }
+        more = zmq_msg_more(&m);
+        if (nf < 8) fr[nf++] = m;
+        else zmq_msg_close(&m);
+    }
+    const char *status = "400", *text = "not a node of the plan";
+    char uid[NET_ID_HEX] = "";
+    if (nf >= 7 && zmq_msg_size(&fr[5]) == 5 && !memcmp(zmq_msg_data(&fr[5]), "CURVE", 5) && zmq_msg_size(&fr[6]) == 32) {
+        const uint8_t *key = zmq_msg_data(&fr[6]);
+        for (int i = 0; i < p->plan->n_nodes; i++) {
+            if (memcmp(p->peers[i].curve, key, 32) != 0) continue;
+            net_id_to_hex(p->plan->nodes[i].id, uid);
+            status = "200", text = "OK";
+            break;
+        }
+        if (!uid[0]) {
+            char hex[65];
+            net_hex_encode(key, 32, hex);
+            log_warn("pipe", "refused a pipeline connection from CURVE key %.16s…: not a node of the plan", hex);
+        }
+    }
+    if (nf >= 2) {
+        zmq_send(p->zap, "1.0", 3, ZMQ_SNDMORE);
+        zmq_send(p->zap, zmq_msg_data(&fr[1]), zmq_msg_size(&fr[1]), ZMQ_SNDMORE);
+        zmq_send(p->zap, status, 3, ZMQ_SNDMORE);
+        zmq_send(p->zap, text, strlen(text), ZMQ_SNDMORE);
+        zmq_send(p->zap, uid, strlen(uid), ZMQ_SNDMORE);
+        zmq_send(p->zap, "", 0, 0);
+    }
+    for (int i = 0; i < nf; i++) zmq_msg_close(&fr[i]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receiving
+
+static int s_partner(const pipe_t *p, int j);
+
+static int s_slot_busy(const pipe_t *p) {
+    for (int i = 0; i < p->nslots; i++)
+        if (p->slots[i].state != SL_FREE) return 1;
+    return 0;
+}
+
+// Checks and takes one message (frames fr[0..nf), fr[0] the routing id).
+static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
+    int from = -1;
+    if (nf >= 2) {
+        const char *uid = zmq_msg_gets(&fr[1], "User-Id");
+        uint8_t id[32];
+        if (uid && strlen(uid) == 64 && net_id_from_hex(uid, id) == 0) from = plan_find(p->plan, id);
+    }
+    if (from < 0 || from == p->self) {
+        s_drop(p, PIPE_DROP_SENDER, from, "no authenticated plan node");
+        return;
+    }
+    if (nf < 2 || nf > 4 || zmq_msg_size(&fr[1]) != PIPE_HDR_SIZE) {
+        s_drop(p, PIPE_DROP_FRAMES, from, "%d frames, header %zu bytes", nf - 1, nf >= 2 ? zmq_msg_size(&fr[1]) : 0);
+        return;
+    }
+    const uint8_t *h = zmq_msg_data(&fr[1]);
+    int type = net_get_u16(h + 6);
+    if (memcmp(h, "LPIP", 4) != 0 || net_get_u16(h + 4) != PIPE_PROTOCOL_VERSION || type < 1 || type > 5) {
+        s_drop(p, PIPE_DROP_HEADER, from, "bad magic, version %u or type %d", net_get_u16(h + 4), type);
+        return;
+    }
+    if (net_get_u64(h + 8) != p->run_id) {
+        s_drop(p, PIPE_DROP_RUN, from, "%s for another run (different fingerprint: config or plan)", s_type_name(type));
+        return;
+    }
+    uint64_t step = net_get_u64(h + 16), n1 = net_get_u64(h + 48), n2 = net_get_u64(h + 56);
+    uint32_t origin = net_get_u32(h + 24), mb = net_get_u32(h + 28), count = net_get_u32(h + 40), lb = net_get_u32(h + 44);
+    float loss;
+    memcpy(&loss, &lb, 4);
+    int fs = p->plan->nodes[from].stage;
+    static const int want_frames[] = {0, 2, 1, 0, 1, 1};
+    static const int from_stage_delta[] = {0, -1, +1, -1, 0, 0};
+    int ok_sender = type <= 3 ? fs == p->stage + from_stage_delta[type]
+                  : type == PIPE_MSG_WGRAD ? p->stage == 0 && fs == p->S - 1 && p->S > 1
+                                           : p->stage == p->S - 1 && fs == 0 && p->S > 1;
+    if (!ok_sender) {
+        s_drop(p, PIPE_DROP_SENDER, from, "%s from stage %d to stage %d", s_type_name(type), fs, p->stage);
+        return;
+    }
+    size_t e1 = type == PIPE_MSG_ACT || type == PIPE_MSG_GRAD ? p->act_n * 4 : type == PIPE_MSG_END ? 0 : p->wte_n * 4;
+    size_t e2 = type == PIPE_MSG_ACT ? p->tok_n * 4 : 0;
+    if (nf - 2 != want_frames[type] || net_get_u32(h + 32) != (uint32_t)p->B || net_get_u32(h + 36) != (uint32_t)p->T ||
+        n1 != e1 || n2 != e2 || (nf > 2 && zmq_msg_size(&fr[2]) != n1) || (nf > 3 && zmq_msg_size(&fr[3]) != n2)) {
+        s_drop(p, PIPE_DROP_SHAPE, from, "%s: %d frames, B %u, T %u, sizes %llu/%llu (want %d, %d, %d, %zu/%zu)",
+               s_type_name(type), nf - 2, net_get_u32(h + 32), net_get_u32(h + 36), (unsigned long long)n1,
+               (unsigned long long)n2, want_frames[type], p->B, p->T, e1, e2);
+        return;
+    }
+    const float *f1 = nf > 2 ? zmq_msg_data(&fr[2]) : NULL;
+    if (f1 && !s_finite(f1, n1 / 4)) {
+        s_drop(p, PIPE_DROP_VALUE, from, "%s step %llu: non-finite values", s_type_name(type), (unsigned long long)step);
+        return;
+    }
+    if (type == PIPE_MSG_GRAD && !isfinite(loss)) {
+        s_drop(p, PIPE_DROP_VALUE, from, "GRAD with a non-finite loss");
+        return;
+    }
+    if (type == PIPE_MSG_ACT) {
+        const uint8_t *tg = zmq_msg_data(&fr[3]);
+        for (size_t i = 0; i < p->tok_n; i++) {
+            uint32_t v = net_get_u32(tg + 4 * i);
+            if (v >= (uint32_t)p->V) {
+                s_drop(p, PIPE_DROP_VALUE, from, "ACT: target %u ≥ vocab %d", v, p->V);
+                return;
+            }
+        }
+    }
+    // The step: a finished one is stale; a node may run at most two steps ahead of us (it finishes
+    // a step only once its next stage — we, or a replica of ours — answered it).
+    if (step < p->step || step > p->step + 2) {
+        s_drop(p, PIPE_DROP_STALE, from, "%s for step %llu at step %llu", s_type_name(type), (unsigned long long)step,
+               (unsigned long long)p->step);
+        return;
+    }
+    peer_t *q = &p->peers[from];
+    q->heard_ms = s_mono_ms();
+    if (q->dead) {
+        q->dead = 0;
+        p->st.revived++;
+        log_info("pipe", "%s is back", s_name(p, from));
+    }
+    p->st.recv++;
+    p->st.bytes_recv += PIPE_HDR_SIZE + n1 + n2;
+
+    switch (type) {
+    case PIPE_MSG_ACT: {
+        if (p->npend == p->pend_max) {
+            s_drop(p, PIPE_DROP_FULL, from, "ACT step %llu: %d activations queued", (unsigned long long)step, p->npend);
+            return;
+        }
+        pend_t *e = &p->pend[p->npend];
+        if (!e->x) e->x = malloc(p->act_n * 4);
+        if (!e->tg) e->tg = malloc(p->tok_n * 4);
+        if (!e->x || !e->tg) {
+            s_drop(p, PIPE_DROP_FULL, from, "out of memory");
+            return;
+        }
+        memcpy(e->x, f1, p->act_n * 4);
+        const uint8_t *tg = zmq_msg_data(&fr[3]);
+        for (size_t i = 0; i < p->tok_n; i++) e->tg[i] = (int32_t)net_get_u32(tg + 4 * i);
+        e->step = step, e->origin = origin, e->mb = mb, e->from = from;
+        p->npend++;
+        return;
+    }
+    case PIPE_MSG_GRAD:
+        for (int i = 0; i < p->nslots; i++) {
+            slot_t *s = &p->slots[i];
+            if (s->state != SL_WAIT || s->step != step || s->origin != origin || s->mb != mb || s->to != from) continue;
+            memcpy(s->dout, f1, p->act_n * 4);
+            s->loss = loss;
+            s->state = SL_READY;
+            return;
+        }
+        s_drop(p, PIPE_DROP_UNEXPECTED, from, "GRAD step %llu micro-batch %u/%u: not waited for here (rerouted?)",
+               (unsigned long long)step, origin, mb);
+        return;
+    case PIPE_MSG_END:
+        q->has_end = 1;
+        q->end_step = step;
+        q->end_count = count;
+        return;
+    case PIPE_MSG_WGRAD:
+        if (step != p->step || q->wgrad_got) {
+            s_drop(p, PIPE_DROP_UNEXPECTED, from, "WGRAD for step %llu at step %llu%s", (unsigned long long)step,
+                   (unsigned long long)p->step, q->wgrad_got ? " (a repeat)" : "");
+            return;
+        }
+        for (size_t i = 0; i < p->wte_n; i++) p->wgrad_sum[i] += f1[i];
+        q->wgrad_got = 1;
+        p->wgrad_n++;
+        return;
+    case PIPE_MSG_WTE:
+        if (step != p->step || p->wte_got == step + 1) {
+            s_drop(p, PIPE_DROP_UNEXPECTED, from, "WTE for step %llu at step %llu", (unsigned long long)step,
+                   (unsigned long long)p->step);
+            return;
+        }
+        memcpy(p->t->model->params, f1, p->wte_n * 4); // wte is the head's copy here: the optimizer never touches it
+        p->wte_got = step + 1;
+        return;
+    }
+}
+
+// Receives every message already there (or waits up to wait_ms for the first). Returns the count.
+static int s_recv(pipe_t *p, int wait_ms) {
+    int got = 0;
+    if (p->nout) s_flush(p);
+    for (;;) {
+        zmq_pollitem_t items[2] = {{p->router, 0, ZMQ_POLLIN, 0}, {p->zap, 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(items, 2, got ? 0 : wait_ms);
+        if (rc <= 0) return got;
+        if (items[1].revents & ZMQ_POLLIN) s_zap_one(p);
+        if (!(items[0].revents & ZMQ_POLLIN)) {
+            if (got || !wait_ms) return got;
+            continue;
+        }
+        zmq_msg_t fr[6];
+        int nf = 0, more = 1, extra = 0;
+        while (more) {
+            zmq_msg_t m;
+            zmq_msg_init(&m);
+            if (zmq_msg_recv(&m, p->router, nf == 0 && !extra ? ZMQ_DONTWAIT : 0) < 0) {
+                zmq_msg_close(&m);
+                break;
+            }
+            more = zmq_msg_more(&m);
+            if (nf < 6) fr[nf++] = m;
+            else zmq_msg_close(&m), extra = 1;
+        }
+        if (nf == 0) return got;
+        if (extra) s_drop(p, PIPE_DROP_FRAMES, -1, "more than 5 frames");
+        else s_handle(p, fr, nf);
+        for (int i = 0; i < nf; i++) zmq_msg_close(&fr[i]);
+        got++;
+    }
+}
+
+void pipe_service(pipe_t *p, int ms) {
+    uint64_t until = s_mono_ms() + (uint64_t)ms;
+    for (;;) {
+        uint64_t now = s_mono_ms();
+        if (now >= until) break;
+        s_recv(p, (int)(until - now));
+    }
+}
+
+// Membership's reports (another thread bumps gone[i]).
+static void s_check_gone(pipe_t *p) {
+    if (!p->o.gone) return;
+    for (int i = 0; i < p->plan->n_nodes; i++) {
+        uint32_t g = atomic_load(&p->o.gone[i]);
+        if (g == p->peers[i].gone_seen) continue;
+        p->peers[i].gone_seen = g;
+        if (i != p->self) s_mark_dead(p, i, "membership reports it dead or gone");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing
+
+// Sends the slot's output to a replica of the next stage drawn at random among the live ones,
+// trying the others when one is not connected. The slot is then waiting, or stays unsent.
+static void s_route(pipe_t *p, slot_t *s) {
+    int cand[PLAN_MAX_NODES], nc = 0;
+    for (int pass = 0; pass < 2 && nc == 0; pass++) // when all are taken for dead, try them anyway
+        for (int i = 0; i < p->plan->n_nodes; i++)
+            if (p->plan->nodes[i].stage == p->stage + 1 && (pass || (!p->peers[i].dead && i != s->exclude)))
+                cand[nc++] = i;
+    const float *out = gpt_range_output(s->m);
+    while (nc > 0) {
+        int k = (int)rng_below(&p->rng, (uint64_t)nc);
+        int j = cand[k];
+        cand[k] = cand[--nc];
+        if (s_send(p, j, PIPE_MSG_ACT, s->step, s->origin, s->mb, 0, 0.0f, out, p->act_n * 4, s->targets,
+                   p->tok_n * 4) == 0) {
+            if (s->exclude >= 0) {
+                p->st.rerouted++;
+                log_info("pipe", "step %llu micro-batch %u/%u rerouted from %s to %s", (unsigned long long)s->step,
+                         s->origin, s->mb, s_name(p, s->exclude), s_name(p, j));
+            }
+            s->to = j;
+            s->exclude = -1;
+            s->state = SL_WAIT;
+            s->sent_ms = s_mono_ms();
+            return;
+        }
+    }
+    s->state = SL_UNSENT;
+}
+
+// Unsent outputs are retried; one unanswered for timeout_ms goes to another replica.
+static void s_timeouts(pipe_t *p) {
+    uint64_t now = s_mono_ms();
+    for (int i = 0; i < p->nslots; i++) {
+        slot_t *s = &p->slots[i];
+        if (s->state == SL_UNSENT) {
+            s_route(p, s);
+        } else if (s->state == SL_WAIT && now - s->sent_ms > (uint64_t)p->o.timeout_ms) {
+            char why[96];
+            snprintf(why, sizeof why, "micro-batch %u/%u of step %llu unanswered for %d ms", s->origin, s->mb,
+                     (unsigned long long)s->step, p->o.timeout_ms);
+            s_mark_dead(p, s->to, why);
+            s->exclude = s->to;
+            s_route(p, s);
+        }
+    }
+}
+
+// Stage 0's partner of last-stage node j for the tied wte: replica j mod R0, or the next live one.
+static int s_partner(const pipe_t *p, int j) {
+    int want = p->plan->nodes[j].replica % p->R0, first = -1;
+    for (int k = 0; k < p->R0; k++) {
+        int r = (want + k) % p->R0;
+        for (int i = 0; i < p->plan->n_nodes; i++) {
+            if (p->plan->nodes[i].stage != 0 || p->plan->nodes[i].replica != r) continue;
+            if (first < 0) first = i;
+            if (!p->peers[i].dead || i == p->self) return i;
+        }
+    }
+    return first;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compute
+
+static slot_t *s_free_slot(pipe_t *p) {
+    for (int i = 0; i < p->nslots; i++)
+        if (p->slots[i].state == SL_FREE) return &p->slots[i];
+    return NULL;
+}
+
+static int s_inflight(const pipe_t *p) {
+    int n = 0;
+    for (int i = 0; i < p->nslots; i++) n += p->slots[i].state != SL_FREE;
+    return n;
+}
+
+static void s_finish_mb(pipe_t *p, slot_t *s, float loss) {
+    p->loss_sum += loss;
+    p->nproc++;
+    if (s->from >= 0) p->peers[s->from].done_from++;
+    if (s->to >= 0) p->peers[s->to].done_to++;
+    if (p->stage == 0) p->ndone++;
+    s->state = SL_FREE;
+}
+
+// Backward of a slot whose output gradient arrived; the input gradient goes back to its sender.
+static void s_backward(pipe_t *p, slot_t *s) {
+    gpt_backward_range(s->m, s->dout, p->stage > 0 ? s->dx : NULL);
+    p->st.bwd++;
+    if (p->stage > 0) s_post(p, s->from, PIPE_MSG_GRAD, s->step, s->origin, s->mb, 0, s->loss, s->dx, p->act_n * 4);
+    s_finish_mb(p, s, s->loss);
+}
+
+// Stage 0: draws micro-batch `issued` of the step and runs its forward.
+static void s_forward_new(pipe_t *p, slot_t *s) {
+    data_stream_next(&p->t->stream, s->inputs, s->targets, p->B, p->T);
+    s->step = p->step;
+    s->origin = (uint32_t)p->self;
+    s->mb = (uint32_t)p->issued++;
+    s->from = -1, s->to = -1, s->exclude = -1;
+    p->st.fwd++;
+    if (p->S == 1) {
+        float loss = gpt_forward_range(s->m, 0, p->L, s->inputs, NULL, s->targets, p->B, p->T);
+        gpt_backward_range(s->m, NULL, NULL);
+        p->st.bwd++;
+        s_finish_mb(p, s, loss);
+        return;
+    }
+    gpt_forward_range(s->m, 0, p->l1, s->inputs, NULL, NULL, p->B, p->T);
+    s_route(p, s);
+}
+
+// Later stages: runs a queued activation of this step.
+static void s_forward_pend(pipe_t *p, int k, slot_t *s) {
+    pend_t *e = &p->pend[k];
+    float *x = s->x;
+    int32_t *tg = s->targets;
+    s->x = e->x, s->targets = e->tg;
+    s->step = e->step, s->origin = e->origin, s->mb = e->mb, s->from = e->from;
+    s->to = -1, s->exclude = -1;
+    // Keep the queue in arrival order (1F1B: first in, first out); the slot's old buffers take the entry's place.
+    memmove(&p->pend[k], &p->pend[k + 1], (size_t)(p->npend - k - 1) * sizeof *p->pend);
+    p->npend--;
+    p->pend[p->npend].x = x;
+    p->pend[p->npend].tg = tg;
+    p->st.fwd++;
+    if (p->stage == p->S - 1) {
+        float loss = gpt_forward_range(s->m, p->l0, p->L, NULL, s->x, s->targets, p->B, p->T);
+        gpt_backward_range(s->m, NULL, s->dx);
+        p->st.bwd++;
+        s->loss = loss;
+        s_post(p, s->from, PIPE_MSG_GRAD, s->step, s->origin, s->mb, 0, loss, s->dx, p->act_n * 4);
+        s_finish_mb(p, s, loss);
+        return;
+    }
+    gpt_forward_range(s->m, p->l0, p->l1, NULL, s->x, NULL, p->B, p->T);
+    s_route(p, s);
+}
+
+static int s_step_done(pipe_t *p) {
+    if (s_slot_busy(p)) return 0;
+    if (p->stage == 0) return p->issued == p->M;
+    for (int k = 0; k < p->npend; k++)
+        if (p->pend[k].step == p->step) return 0;
+    int ended = 0, waiting = -1;
+    for (int i = 0; i < p->plan->n_nodes; i++) {
+        if (p->plan->nodes[i].stage != p->stage - 1) continue;
+        peer_t *q = &p->peers[i];
+        if (q->has_end && q->end_step == p->step && q->done_from >= q->end_count) ended++;
+        else if (!q->dead) waiting = i;
+    }
+    if (!ended) return 0; // nothing to step on yet (every upstream node is taken for dead, or none ended)
+    if (waiting < 0) return 1;
+    // Others ended this step; one upstream node silent for the timeout is taken for dead.
+    if (s_mono_ms() - p->peers[waiting].heard_ms > (uint64_t)p->o.timeout_ms)
+        s_mark_dead(p, waiting, "silent while its replicas ended the step");
+    return 0;
+}
+
+static void s_scale(float *g, size_t n, float k) {
+    for (size_t i = 0; i < n; i++) g[i] *= k;
+}
+
+int pipe_grads(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop) {
+    p->t = t;
+    p->step = t->step;
+    p->issued = p->ndone = p->nproc = 0;
+    p->loss_sum = 0;
+    for (int i = 0; i < p->plan->n_nodes; i++) {
+        p->peers[i].done_from = p->peers[i].done_to = 0;
+        p->peers[i].wgrad_got = 0;
+    }
+    p->wgrad_n = 0;
+    if (p->wgrad_sum) memset(p->wgrad_sum, 0, p->wte_n * 4);
+    // Leftovers of finished steps (a rerouted micro-batch that came in late) are stale.
+    for (int k = 0; k < p->npend;) {
+        if (p->pend[k].step < p->step) {
+            float *x = p->pend[k].x;
+            int32_t *tg = p->pend[k].tg;
+            memmove(&p->pend[k], &p->pend[k + 1], (size_t)(p->npend - k - 1) * sizeof *p->pend);
+            p->npend--;
+            p->pend[p->npend].x = x, p->pend[p->npend].tg = tg;
+            p->st.drop[PIPE_DROP_STALE]++, p->st.dropped++;
+        } else {
+            k++;
+        }
+    }
+    gpt_zero_grad(t->model);
+    uint64_t t_wait0 = s_mono_ms();
+    for (;;) {
+        if (*stop) return 1;
+        s_check_gone(p);
+        s_recv(p, 0);
+        int worked = 0;
+        for (int i = 0; i < p->nslots; i++)
+            if (p->slots[i].state == SL_READY) s_backward(p, &p->slots[i]), worked = 1;
+        slot_t *s = s_free_slot(p);
+        if (s && p->stage == 0) {
+            if (p->issued < p->M && s_inflight(p) < p->window) s_forward_new(p, s), worked = 1;
+        } else if (s) {
+            for (int k = 0; k < p->npend; k++) {
+                if (p->pend[k].step != p->step) continue;
+                s_forward_pend(p, k, s);
+                worked = 1;
+                break;
+            }
+        }
+        s_timeouts(p);
+        if (s_step_done(p)) break;
+        if (!worked) {
+            uint64_t w0 = s_mono_ms();
+            s_recv(p, 5);
+            p->st.wait_s += (double)(s_mono_ms() - w0) / 1000.0;
+            if (w0 - t_wait0 > 10000 && w0 - p->wait_log_ms > 10000) {
+                p->wait_log_ms = w0;
+                log_info("pipe", "step %llu: waiting (%d of %d micro-batches done here, %d in flight, %d queued)",
+                         (unsigned long long)p->step, p->stage == 0 ? p->ndone : p->nproc, p->M, s_inflight(p), p->npend);
+            }
+        }
+    }
+    // Tell the next stage: every replica, with the count of our micro-batches it completed.
+    if (p->stage < p->S - 1)
+        for (int i = 0; i < p->plan->n_nodes; i++)
+            if (p->plan->nodes[i].stage == p->stage + 1 && !p->peers[i].dead)
+                s_post(p, i, PIPE_MSG_END, p->step, 0, 0, p->peers[i].done_to, 0.0f, NULL, 0);
+    float k = p->nproc ? 1.0f / (float)p->nproc : 0.0f;
+    s_scale(t->model->grads + p->off, p->len, k);
+    t->loss = p->nproc ? (float)(p->loss_sum / p->nproc) : NAN;
+    if (p->S > 1 && p->stage == p->S - 1) { // the head's part of the tied wte goes to stage 0
+        s_scale(t->model->grads, p->wte_n, k);
+        p->wte_from = s_partner(p, p->self);
+        s_post(p, p->wte_from, PIPE_MSG_WGRAD, p->step, 0, 0, 0, 0.0f, t->model->grads, p->wte_n * 4);
+    } else if (p->S > 1 && p->stage == 0) { // add the head parts of the last-stage nodes we partner
+        uint64_t t0 = s_mono_ms();
+        for (;;) {
+            if (*stop) return 1;
+            s_check_gone(p);
+            int missing = -1, expected = 0;
+            for (int j = 0; j < p->plan->n_nodes; j++) {
+                if (p->plan->nodes[j].stage != p->S - 1 || p->peers[j].dead || s_partner(p, j) != p->self) continue;
+                expected++;
+                if (!p->peers[j].wgrad_got) missing = j;
+            }
+            if (missing < 0) break;
+            if (s_mono_ms() - t0 > (uint64_t)p->o.timeout_ms) {
+                p->st.wte_missing++;
+                s_mark_dead(p, missing, "no wte gradient within the timeout");
+                continue;
+            }
+            uint64_t w0 = s_mono_ms();
+            s_recv(p, 5);
+            p->st.wait_s += (double)(s_mono_ms() - w0) / 1000.0;
+        }
+        if (p->wgrad_n > 0) {
+            float m = 1.0f / (float)p->wgrad_n;
+            float *g = t->model->grads;
+            for (size_t i = 0; i < p->wte_n; i++) g[i] += p->wgrad_sum[i] * m;
+        }
+    }
+    return 0;
+}
+
+int pipe_apply(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop) {
+    const loco_config_t *c = &t->cfg;
+    float *g = t->model->grads + p->off, *w = t->model->params + p->off;
+    t->grad_norm = optim_clip_grad_norm(g, p->len, c->grad_clip);
+    t->lr = optim_lr_schedule(t->step, (uint64_t)c->warmup, (uint64_t)c->steps, c->lr, c->lr_min);
+    // AdamW over the stage's range: a view into the trainer's moments (the checkpoint keeps them all).
+    optim_adamw_t view = *t->opt;
+    view.n = p->len;
+    view.m = t->opt->m + p->off;
+    view.v = t->opt->v + p->off;
+    view.decay = t->opt->decay + p->off;
+    optim_adamw_update(&view, w, g, t->lr);
+    t->opt->step = view.step;
+    if (p->S > 1 && p->stage == 0) {
+        for (int j = 0; j < p->plan->n_nodes; j++)
+            if (p->plan->nodes[j].stage == p->S - 1 && !p->peers[j].dead && s_partner(p, j) == p->self)
+                s_post(p, j, PIPE_MSG_WTE, p->step, 0, 0, 0, 0.0f, t->model->params, p->wte_n * 4);
+    } else if (p->S > 1 && p->stage == p->S - 1) {
+        uint64_t t0 = s_mono_ms();
+        while (p->wte_got != p->step + 1) {
+            if (*stop) return 1;
+            if (s_mono_ms() - t0 > (uint64_t)p->o.timeout_ms) {
+                p->st.wte_missing++;
+                s_mark_dead(p, p->wte_from, "no updated wte within the timeout");
+                break;
+            }
+            uint64_t w0 = s_mono_ms();
+            s_recv(p, 5);
+            p->st.wait_s += (double)(s_mono_ms() - w0) / 1000.0;
+        }
+    }
+    t->step++;
+    atomic_store(&t->progress, t->step);
+    p->st.steps++;
+    return 0;
+}
+
+int pipe_step(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop) {
+    int rc = pipe_grads(p, t, stop);
+    return rc ? rc : pipe_apply(p, t, stop);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Construction
+
+pipe_t *pipe_new(const pipe_opts_t *o, trainer_t *t, char *err, size_t errlen) {
+    const plan_t *pl = o->plan;
+    const gpt_config_t *mc = &t->cfg.model;
+    int self = plan_find(pl, o->identity.pk);
+    if (self < 0) {
+        char hex[NET_ID_HEX];
+        net_id_to_hex(o->identity.pk, hex);
+        snprintf(err, errlen, "this peer (%.16s…) is not named in the plan: add a node line with its id, or start it "
+                 "without [pipeline] plan", hex);
+        return NULL;
+    }
+    if (pl->layers != mc->layers) {
+        snprintf(err, errlen, "the plan is for %d layers, [model] layers is %d", pl->layers, mc->layers);
+        return NULL;
+    }
+    if (t->cfg.batch != pl->micro_batch) {
+        snprintf(err, errlen, "the trainer's batch (%d) is not the plan's micro_batch (%d)", t->cfg.batch, pl->micro_batch);
+        return NULL;
+    }
+    if (t->gpu) {
+        snprintf(err, errlen, "pipeline stages run on the CPU only ([train] device = cpu)");
+        return NULL;
+    }
+    pipe_t *p = calloc(1, sizeof *p);
+    if (!p) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    p->o = *o;
+    p->plan = pl;
+    p->t = t;
+    p->self = self;
+    p->stage = pl->nodes[self].stage;
+    p->replica = pl->nodes[self].replica;
+    p->S = pl->n_stages;
+    p->R0 = plan_replicas(pl, 0);
+    p->L = mc->layers, p->C = mc->d_model, p->V = mc->vocab, p->T = mc->seq_len;
+    p->B = pl->micro_batch, p->M = pl->micro_batches;
+    p->l0 = pl->stages[p->stage].l0, p->l1 = pl->stages[p->stage].l1;
+    p->act_n = (size_t)p->B * p->T * p->C;
+    p->tok_n = (size_t)p->B * p->T;
+    p->wte_n = (size_t)p->V * p->C;
+    p->run_id = net_run_id(o->fp);
+    size_t b0, b1;
+    gpt_layer_span(mc, p->l0, p->l1, &b0, &b1);
+    size_t begin = p->stage == 0 ? 0 : b0, end = p->stage == p->S - 1 ? t->model->num_params : b1;
+    p->off = begin, p->len = end - begin;
+    rng_seed(&p->rng, o->route_seed ^ 0x5049504550495045ULL);
+    if (p->o.timeout_ms <= 0) p->o.timeout_ms = 10000;
+
+    // Slots: stage 0 keeps `window` micro-batches in flight; stage s sees about R0·W_s / R_s of them.
+    int gpipe = pl->schedule == PLAN_GPIPE;
+    int ws = gpipe ? p->M : (p->M < p->S - p->stage ? p->M : p->S - p->stage);
+    int rs = plan_replicas(pl, p->stage);
+    p->window = ws;
+    p->nslots = p->stage == 0 ? ws : p->stage == p->S - 1 ? 1 : (p->R0 * ws + rs - 1) / rs;
+    if (p->nslots < 1) p->nslots = 1;
+    p->pend_max = 2 * p->R0 * p->M + 8;
+    p->peers = calloc((size_t)pl->n_nodes, sizeof *p->peers);
+    p->slots = calloc((size_t)p->nslots, sizeof *p->slots);
+    p->pend = calloc((size_t)p->pend_max, sizeof *p->pend);
+    if (p->S > 1 && p->stage == 0) p->wgrad_sum = malloc(p->wte_n * 4);
+    if (!p->peers || !p->slots || !p->pend || (p->S > 1 && p->stage == 0 && !p->wgrad_sum)) goto oom;
+    for (int i = 0; i < p->nslots; i++) {
+        slot_t *s = &p->slots[i];
+        s->m = i == 0 ? t->model : gpt_new_shared(t->model, p->B, p->T, err, errlen);
+        if (!s->m) goto fail;
+        s->inputs = malloc(p->tok_n * 4);
+        s->targets = malloc(p->tok_n * 4);
+        s->x = malloc(p->act_n * 4);
+        s->dx = malloc(p->act_n * 4);
+        s->dout = malloc(p->act_n * 4);
+        if (!s->inputs || !s->targets || !s->x || !s->dx || !s->dout) goto oom;
+    }
+    uint64_t now = s_mono_ms();
+    for (int i = 0; i < pl->n_nodes; i++) {
+        p->peers[i].heard_ms = now;
+        if (p->o.gone) p->peers[i].gone_seen = atomic_load(&p->o.gone[i]);
+        if (net_id_to_curve(pl->nodes[i].id, p->peers[i].curve) != 0) {
+            snprintf(err, errlen, "plan node %s: its id is not a valid Ed25519 public key", pl->nodes[i].name);
+            goto fail;
+        }
+    }
+
+    p->ctx = zmq_ctx_new();
+    if (!p->ctx) {
+        snprintf(err, errlen, "zmq_ctx_new: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    // Its own context, so its own ZAP handler: bound before the CURVE server accepts anything.
+    p->zap = zmq_socket(p->ctx, ZMQ_REP);
+    if (!p->zap || zmq_bind(p->zap, "inproc://zeromq.zap.01") != 0) {
+        snprintf(err, errlen, "pipeline ZAP handler: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    p->router = zmq_socket(p->ctx, ZMQ_ROUTER);
+    size_t biggest = p->act_n * 4 > p->wte_n * 4 ? p->act_n * 4 : p->wte_n * 4;
+    int64_t maxmsg = (int64_t)biggest + 1024;
+    const char *ep = pl->nodes[self].endpoint;
+    if (!p->router || zmq_setsockopt(p->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
+        s_setopt_int(p->router, ZMQ_LINGER, 0) || s_setopt_int(p->router, ZMQ_RCVHWM, 4 * p->pend_max) ||
+        s_setopt_int(p->router, ZMQ_CURVE_SERVER, 1) ||
+        zmq_setsockopt(p->router, ZMQ_CURVE_SECRETKEY, o->identity.curve_sk, 32) ||
+        zmq_setsockopt(p->router, ZMQ_ZAP_DOMAIN, "loco-pipe", 9) || zmq_bind(p->router, ep) != 0) {
+        snprintf(err, errlen, "cannot bind the pipeline endpoint %s (plan node %s): %s", ep, pl->nodes[self].name,
+                 zmq_strerror(errno));
+        goto fail;
+    }
+    snprintf(p->endpoint, sizeof p->endpoint, "%s", ep);
+    // Connect to every node we will send to now, so the handshakes are done by the first message.
+    for (int i = 0; i < pl->n_nodes; i++) {
+        int s = pl->nodes[i].stage;
+        if (i != self && (s == p->stage - 1 || s == p->stage + 1 || (p->S > 1 && p->stage == 0 && s == p->S - 1) ||
+                          (p->S > 1 && p->stage == p->S - 1 && s == 0)))
+            s_dealer(p, i);
+    }
+    log_info("pipe", "plan node %s: stage %d of %d (blocks %d..%d), replica %d of %d, %s, %d x %d micro-batches, "
+             "%d activation slot(s), listening on %s", pl->nodes[self].name, p->stage, p->S, p->l0, p->l1 - 1, p->replica,
+             rs, gpipe ? "GPipe" : "1F1B", p->M, p->B, p->nslots, ep);
+    return p;
+oom:
+    snprintf(err, errlen, "out of memory for the pipeline stage");
+fail:
+    pipe_destroy(&p);
+    return NULL;
+}
+
+void pipe_destroy(pipe_t **self_p) {
+    if (!self_p || !*self_p) return;
+    pipe_t *p = *self_p;
+    if (p->peers)
+        for (int i = 0; i < p->plan->n_nodes; i++)
+            if (p->peers[i].dealer) zmq_close(p->peers[i].dealer);
+    if (p->router) zmq_close(p->router);
+    if (p->zap) zmq_close(p->zap);
+    if (p->ctx) zmq_ctx_term(p->ctx);
+    for (int i = 0; p->slots && i < p->nslots; i++) {
+        slot_t *s = &p->slots[i];
+        if (i > 0) gpt_destroy(&s->m);
+        free(s->inputs), free(s->targets), free(s->x), free(s->dx), free(s->dout);
+    }
+    for (int k = 0; p->pend && k < p->pend_max; k++) free(p->pend[k].x), free(p->pend[k].tg);
+    for (int k = 0; k < p->nout; k++) free(p->outbox[k].f1);
+    free(p->pend);
+    free(p->slots);
+    free(p->peers);
+    free(p->wgrad_sum);
+    net_identity_wipe(&p->o.identity);
+    free(p);
+    *self_p = NULL;
+}
+
+int pipe_stage(const pipe_t *p) { return p->stage; }
+int pipe_replica(const pipe_t *p) { return p->replica; }
+int pipe_index(const pipe_t *p) { return p->self; }
+
+void pipe_range(const pipe_t *p, size_t *off, size_t *len) {
+    *off = p->off;
+    *len = p->len;
+}
+
+void pipe_stats(const pipe_t *p, pipe_stats_t *out) { *out = p->st; }
+
+void pipe_log_stats(const pipe_t *p) {
+    const pipe_stats_t *s = &p->st;
+    char drops[256] = "";
+    size_t at = 0;
+    for (int d = 0; d < PIPE_DROP_COUNT; d++)
+        if (s->drop[d] && at < sizeof drops)
+            at += (size_t)snprintf(drops + at, sizeof drops - at, " %s=%llu", pipe_drop_name((pipe_drop_t)d),
+                                   (unsigned long long)s->drop[d]);
+    log_info("pipe", "pipeline stage %d replica %d: %llu steps, %llu forward / %llu backward micro-batches, "
+             "%llu rerouted, %llu dead marks, %llu revived, %llu wte timeouts, %llu messages sent (%.2f MB), "
+             "%llu received (%.2f MB), %llu dropped%s, waited %.1fs",
+             p->stage, p->replica, (unsigned long long)s->steps, (unsigned long long)s->fwd, (unsigned long long)s->bwd,
+             (unsigned long long)s->rerouted, (unsigned long long)s->dead_marks, (unsigned long long)s->revived,
+             (unsigned long long)s->wte_missing, (unsigned long long)s->sent, s->bytes_sent / 1e6,
+             (unsigned long long)s->recv, s->bytes_recv / 1e6, (unsigned long long)s->dropped, drops, s->wait_s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run loop without outer steps
+
+int pipe_train(pipe_t *p, trainer_t *t, metrics_t *mx, volatile sig_atomic_t *stop) {
+    train_ctx_t x;
+    train_ctx_init(&x, t, mx, stop);
+    uint64_t total = (uint64_t)t->cfg.steps;
+    size_t tok = (size_t)p->B * p->T * (size_t)p->M;
+    int rc = 0;
+    while (t->step < total && !*stop) {
+        double t0 = metrics_mono();
+        int r = pipe_step(p, t, stop);
+        if (r != 0) {
+            rc = r < 0;
+            break;
+        }
+        double t1 = metrics_mono();
+        x.compute_s += t1 - t0;
+        metrics_write(mx, "step", t->step, "\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,"
+                      "\"elapsed_s\":%.3f,\"stage\":%d,\"micro_batches\":%d,\"rerouted\":%llu,\"dead_marks\":%llu,"
+                      "\"dropped\":%llu", t->loss, t->lr, t->grad_norm, (double)tok / (t1 - t0), t1 - x.t_start,
+                      p->stage, p->nproc, (unsigned long long)p->st.rerouted, (unsigned long long)p->st.dead_marks,
+                      (unsigned long long)p->st.dropped);
+        if (t->step % 10 == 0 || t->step == total || t1 - x.t_last > 30) {
+            log_info("train", "step %llu/%llu loss %.4f lr %.2e grad_norm %.3f %.0f tok/s | stage %d, %d micro-batches, "
+                     "%llu rerouted", (unsigned long long)t->step, (unsigned long long)total, t->loss, t->lr, t->grad_norm,
+                     (double)tok / (t1 - t0), p->stage, p->nproc, (unsigned long long)p->st.rerouted);
+            x.t_last = t1;
+        }
+    }
+    char err[1536];
+    if (rc == 0 && t->step >= total && train_save(t, &x, err, sizeof err) != 0) {
+        log_error("train", "checkpoint failed: %s", err);
+        rc = 1;
+    }
+    pipe_log_stats(p);
+    x.tty = 0;
+    return train_finish(t, &x, rc);
+}
