@@ -56,6 +56,9 @@ struct catchup_t {
     size_t chunk_values;
     uint64_t stall_ms, manifest_wait_ms, expected_n, max_values;
     uint64_t serve_rate, serve_timeout_ms;
+    uint64_t fetch_rate;        // joiner: chunk bytes/s requested, all donors together (0 = unlimited)
+    double fbudget;
+    uint64_t fbudget_ms;
     int serve_total;
     int corrupt;
     uint64_t last_ms; // latest now seen
@@ -227,6 +230,7 @@ static void s_joiner_reset(catchup_t *c) {
     c->chosen = -1;
     memset(&c->m, 0, sizeof c->m);
     c->ndone = c->cursor = 0;
+    c->fbudget_ms = 0;
     c->phase = J_IDLE;
     c->error[0] = '\0';
     // joiner counters restart; donor counters are cumulative
@@ -256,6 +260,7 @@ void catchup_set_manifest_wait_ms(catchup_t *c, uint64_t ms) { c->manifest_wait_
 void catchup_set_expected_n(catchup_t *c, uint64_t n) { c->expected_n = n; }
 void catchup_set_max_values(catchup_t *c, uint64_t n) { c->max_values = n ? n : 1ull << 32; }
 void catchup_set_serve_rate(catchup_t *c, uint64_t bytes_per_s) { c->serve_rate = bytes_per_s; }
+void catchup_set_fetch_rate(catchup_t *c, uint64_t bytes_per_s) { c->fetch_rate = bytes_per_s; }
 void catchup_set_serve_total(catchup_t *c, int chunks) { c->serve_total = chunks > 0 ? chunks : 8; }
 void catchup_set_serve_timeout_ms(catchup_t *c, uint64_t ms) { c->serve_timeout_ms = ms ? ms : 60000; }
 void catchup_test_corrupt(catchup_t *c, int on) { c->corrupt = on; }
@@ -576,7 +581,19 @@ static int s_send_chunk_req(catchup_t *c, s_donor_t *d, uint32_t want) {
 // then sends pending acknowledgements on their own.
 static void s_assign(catchup_t *c, uint64_t now) {
     if (c->phase != J_FETCH) return;
+    // The joiner's download cap holds for all donors together: chunks are pulled, so requesting them
+    // no faster than the cap allows keeps the sum of what the donors send under it. The bucket holds
+    // at most two chunks' worth, so an idle spell does not turn into a burst.
+    double chunk_bytes = (double)c->m.chunk_values * sizeof(float);
+    if (c->fetch_rate) {
+        if (c->fbudget_ms == 0) c->fbudget = chunk_bytes;
+        else if (now > c->fbudget_ms) c->fbudget += (double)c->fetch_rate * (double)(now - c->fbudget_ms) / 1e3;
+        double cap = 2 * chunk_bytes > (double)c->fetch_rate / 4 ? 2 * chunk_bytes : (double)c->fetch_rate / 4;
+        if (c->fbudget > cap) c->fbudget = cap;
+        c->fbudget_ms = now;
+    }
     while (c->ndone < c->m.nchunks) {
+        if (c->fetch_rate && c->fbudget <= 0) break;
         while (c->cursor < c->m.nchunks && c->cst[c->cursor] != C_MISSING) c->cursor++;
         if (c->cursor >= c->m.nchunks) break;
         int best = -1;
@@ -597,6 +614,7 @@ static void s_assign(catchup_t *c, uint64_t now) {
         if (d->nout == 0) d->since_ms = now;
         d->out[d->nout++] = idx;
         d->requested++;
+        if (c->fetch_rate) c->fbudget -= (double)s_values(c->m.n, c->m.chunk_values, idx) * sizeof(float);
         c->cst[idx] = C_OUT;
         c->st.chunks_requested++;
     }

@@ -113,6 +113,8 @@ void catchup_set_manifest_wait_ms(catchup_t *c, uint64_t ms);  // joiner: wait f
 void catchup_set_expected_n(catchup_t *c, uint64_t n);         // joiner: accept only versions of n values
 void catchup_set_max_values(catchup_t *c, uint64_t n);         // joiner: largest n accepted (1 << 32)
 void catchup_set_serve_rate(catchup_t *c, uint64_t bytes_per_s); // donor: chunk bytes/s served (0 = unlimited)
+void catchup_set_fetch_rate(catchup_t *c, uint64_t bytes_per_s); // joiner: chunk bytes/s requested from all
+                                                                  // donors together (0 = unlimited)
 void catchup_set_serve_total(catchup_t *c, int chunks);        // donor: chunks in flight, all requesters (8)
 void catchup_set_serve_timeout_ms(catchup_t *c, uint64_t ms);  // donor: transfer timeout, slot expiry (60000)
 

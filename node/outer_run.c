@@ -60,6 +60,7 @@ struct outer_run_t {
     uint8_t post_hash[32];
     int res_kind, res_contributors, res_expected, res_short;
     uint64_t res_round, res_tx, res_rx;
+    uint64_t res_step;             // RES_REFETCH: the inner step of the version fetched
     double res_exchange_s;
     char res_group[16 * 20 + 64];
     _Atomic uint64_t cur_round;    // the round the compute thread is running
@@ -913,6 +914,7 @@ void outer_run_tick(outer_run_t *o, uint64_t now) {
             memcpy(o->mean_delta, cr.state, o->n * sizeof(float));        // φ
             memcpy(o->mean_phi, cr.state + o->n, o->n * sizeof(float));   // momentum
             if (cr.round > 0) o->round = cr.round - 1; // the compute thread continues at the version's round
+            o->res_step = cr.inner_step;
             o->res_kind = RES_REFETCH;
             o->res_contributors = 1;
             o->res_expected = 1;
@@ -1115,6 +1117,7 @@ outer_run_t *outer_run_new(const outer_env_t *env, char *err, size_t errlen) {
     // manifest of 32 bytes per 128 KiB for a large one.
     o->cu = catchup_new(env->net, 32768, why, sizeof why);
     if (!o->cu) log_error("outer", "catch-up: %s", why);
+    else catchup_set_fetch_rate(o->cu, (uint64_t)o->cfg.download_rate); // [limits] download_rate, aggregate
     if (!o->pend || !o->mem || !o->view || !o->mstate || !o->msteps || !o->group_of || !o->cu_donors || !o->cu ||
         o->codec < 0) {
         snprintf(err, errlen, o->codec < 0 ? "unknown codec" : "out of memory");
@@ -1221,6 +1224,13 @@ static void s_post(outer_run_t *o, uint64_t round, uint32_t h, int last, const f
     net_waker_wake(o->waker);
 }
 
+static int s_exchange_done(outer_run_t *o) {
+    pthread_mutex_lock(&o->mu);
+    int d = o->done;
+    pthread_mutex_unlock(&o->mu);
+    return d;
+}
+
 // Waits for the posted exchange's result. 1 with it; 0 when stopped first (the exchange is abandoned).
 static int s_wait_result(outer_run_t *o, volatile sig_atomic_t *stop, double *waited) {
     double w0 = metrics_mono();
@@ -1263,6 +1273,17 @@ static int s_apply(outer_run_t *o, const char **how) {
     net_sha256(o->phi, nb, o->last_hash);
     s_serve_update(o, o->res_round + 1, o->cur_step);
     return 0;
+}
+
+// After a catch-up: a peer behind the swarm's schedule (a joiner, or one back from a long absence)
+// takes the version's inner step as its own, so its learning rate follows the swarm's schedule and it
+// reaches [train] steps with the others. Its AdamW moments stay (they only scale the next steps).
+static void s_adopt_schedule(outer_run_t *o, trainer_t *t) {
+    if (o->res_kind != RES_REFETCH || o->res_step <= t->step) return;
+    log_info("outer", "round %llu: caught up; taking the swarm's schedule position: inner step %llu -> %llu",
+             (unsigned long long)o->res_round, (unsigned long long)t->step, (unsigned long long)o->res_step);
+    t->step = o->res_step;
+    atomic_store(&t->progress, t->step);
 }
 
 // The log line and the metrics record of an applied outer step.
@@ -1451,7 +1472,9 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
             while (t->step < total && h < H && !*stop) {
                 // Pacing: a partner is ready for this round, end it (with overlap too: measured, keeping
                 // partners' round boundaries aligned matters more than the steps an early end gives up).
-                if (h > 0 && atomic_load(&o->ready_above) > round) {
+                // Not while our previous exchange is still in flight (overlap): ending now would only
+                // turn compute into waiting for it, since its result is due before the next post.
+                if (h > 0 && atomic_load(&o->ready_above) > round && (!inflight || s_exchange_done(o))) {
                     early = 1;
                     break;
                 }
@@ -1493,6 +1516,12 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
             // Carry over the local progress of the round just run: θ ← φ_new + (θ − θ_start).
             if (o->res_kind == RES_REFETCH) memcpy(t->model->params, o->phi, nb); // caught up: nothing to carry
             else outer_co2_carry(t->model->params, o->phi, theta_start, n);
+            s_adopt_schedule(o, t);
+            if (!last && trainer_sync(t, 1, err, sizeof err) != 0) { // the GPU model trains on from θ
+                log_error("outer", "%s", err);
+                rc = 1;
+                break;
+            }
             if (o->res_round + 1 > round) round = o->res_round + 1;
             s_record(o, t, &x, how, posted_h, 0, overlap_steps, !ready, waited, &round_c0, &round_w0);
             overlap_steps = 0;
@@ -1532,6 +1561,7 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
             break;
         }
         memcpy(t->model->params, o->phi, nb);
+        s_adopt_schedule(o, t);
         if (trainer_sync(t, 1, err, sizeof err) != 0) {
             log_error("outer", "%s", err);
             rc = 1;
