@@ -18,6 +18,7 @@ int cmd_admit(int argc, char **argv);
 int cmd_net_test(int argc, char **argv); // test helper for tests/integration/test_net_*.sh
 int cmd_doctor(int argc, char **argv);   // node/cmd_doctor.c
 int cmd_swarm(int argc, char **argv);    // node/cmd_swarm.c
+int cmd_plan(int argc, char **argv);     // node/cmd_plan.c
 int cmd_status(int argc, char **argv);   // node/cmd_status.c
 int cmd_plot(int argc, char **argv);     // node/cmd_plot.c
 

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "node/window.h"
+
 #include "node/http_metrics.h"
 
 // K_LIST: repeatable key (config_list_t); each line appends one value, an empty value adds none.
@@ -47,6 +49,7 @@ static const key_spec_t s_keys[] = {
     {"train", "seed", K_I64, OFF(seed), 0, 9.2e18, "1337", NULL},
     {"train", "data_stream", K_I64, OFF(data_stream), -1, 9.2e18, "-1", NULL},
     {"train", "threads", K_INT, OFF(threads), 1, 1024, "2", NULL},
+    {"train", "active", K_STR, OFF(train_active), 0, 0, "", NULL},
     {"train", "checkpoint_dir", K_STR, OFF(checkpoint_dir), 0, 0, "checkpoints", NULL},
     {"train", "checkpoint_every", K_I64, OFF(checkpoint_every), 0, 1e15, "500", NULL},
     {"train", "checkpoint_keep", K_INT, OFF(checkpoint_keep), 1, 1000000, "3", NULL},
@@ -352,6 +355,11 @@ int config_validate(const loco_config_t *c, char *err, size_t errlen) {
     int loopback;
     if (c->metrics_listen[0] && http_metrics_parse_listen(c->metrics_listen, &sa, &salen, &loopback, why2, sizeof why2) != 0) {
         snprintf(err, errlen, "%s: [metrics] listen = %s", c->source, why2);
+        return -1;
+    }
+    window_t win;
+    if (window_parse(&win, c->train_active, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s: [train] active = %s", c->source, why);
         return -1;
     }
     if (!c->data[0]) {

@@ -38,6 +38,7 @@ typedef struct {
     int64_t seed;
     int64_t data_stream;            // -1: derived from the peer id (or 0 for `loco train`)
     int threads;
+    char train_active[32];          // daily window "HH:MM-HH:MM" (local time) when loco run trains; "" = always
     char checkpoint_dir[CONFIG_PATH_MAX];
     int64_t checkpoint_every;       // inner steps; 0 = only at the end
     int checkpoint_keep;

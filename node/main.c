@@ -21,6 +21,7 @@ static const struct {
     {"keygen", cmd_keygen, "create a peer identity key (Ed25519)"},
     {"admit", cmd_admit, "sign a ticket admitting a peer id to a run"},
     {"doctor", cmd_doctor, "check that this node can join its run (key, config, listen, seeds, reachability)"},
+    {"plan", cmd_plan, "place pipeline stages and replicas on a cluster's nodes and NICs (cost model, search)"},
     {"plot", cmd_plot, "draw metrics JSONL files (loss, utilisation, bytes sent) as a PNG with gnuplot"},
     {"net-test", cmd_net_test, "transport test helper (serve / send reference tensors)"},
 };

@@ -15,6 +15,7 @@
 #include "node/log.h"
 #include "node/telemetry.h"
 #include "node/train_loop.h"
+#include "node/window.h"
 #include "optim/codec.h"
 #include "optim/outer.h"
 
@@ -1462,6 +1463,7 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
     for (;;) {
         uint64_t h = 0;
         int early = 0, last = 0;
+        if (rc == 0 && t->step < total) window_wait_spec(o->cfg.train_active, stop); // [train] active: node/window.h
         if (t->step >= next_ckpt && t->step < total && !*stop) { // the round boundary after checkpoint_every steps
             if (trainer_sync(t, 0, err, sizeof err) == 0) s_ckpt_async(&writer, o, t);
             next_ckpt = (t->step / every + 1) * every;

@@ -622,6 +622,7 @@ typedef struct {
     double best_tps;
     plan_layout_t best;
     plan_stats_t stats;
+    int islands_used;  // islands with at least one node
 } s_search_t;
 
 static int s_same_class(const plan_cnode_t *a, const plan_cnode_t *b) {
@@ -665,7 +666,17 @@ static double s_lower_bound(const s_search_t *x) {
     return ksum2 + W / vmax + (x->m.M - 1) * fmax(kmax, W / vsum);
 }
 
+// PLAN_REPLICA_IN_ISLAND asks for data parallelism across islands: the replicas (stage 0's nodes)
+// must come from at least two islands whenever the cluster has nodes on two.
+static int s_spans_islands(const s_search_t *x, const int *nodes) {
+    if (x->o.constraint != PLAN_REPLICA_IN_ISLAND || x->islands_used < 2) return 1;
+    for (int r = 1; r < x->R; r++)
+        if (x->m.c->node[nodes[r]].island != x->m.c->node[nodes[0]].island) return 1;
+    return 0;
+}
+
 static void s_leaf(s_search_t *x) {
+    if (!s_spans_islands(x, x->set[0])) return;
     x->leaves++;
     if (x->counting) return;
     x->stats.sequences++;
@@ -724,6 +735,7 @@ static double s_assignment_step_mode(s_search_t *x, int slot[PLAN_MAX_STAGES][PL
     s_stages_t *st = &x->st;
     st->R = x->R;
     st->S = x->S;
+    if (!s_spans_islands(x, slot[0])) return INFINITY;
     for (int s = 0; s < x->S; s++) {
         s_stage_figures(&x->m, slot[s], x->R, s, st);
         if (s > 0) {
@@ -877,6 +889,12 @@ int plan_search(const plan_cluster_t *c, const plan_opts_t *opts, plan_layout_t 
         x->cls[a] = q;
     }
     int L = c->model.layers, N = c->n_nodes;
+    for (int i = 0; i < c->n_islands; i++)
+        for (int a = 0; a < N; a++)
+            if (c->node[a].island == i) {
+                x->islands_used++;
+                break;
+            }
     for (int R = 1; R <= N && R <= PLAN_MAX_STAGES; R++) {
         if (x->o.R && R != x->o.R) continue;
         for (int S = 1; S <= L && S <= PLAN_MAX_STAGES && R * S <= N; S++) {

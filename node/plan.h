@@ -109,7 +109,8 @@ typedef struct {
 typedef enum {
     PLAN_FREE = 0,
     PLAN_STAGE_IN_ISLAND = 1,   // Holmes: each stage's replicas inside one island
-    PLAN_REPLICA_IN_ISLAND = 2, // each replica's pipeline inside one island (data-parallel across)
+    PLAN_REPLICA_IN_ISLAND = 2, // each replica's pipeline inside one island, replicas on ≥ 2 islands
+                                // when the cluster has them (data-parallel across islands)
 } plan_constraint_t;
 
 typedef struct {

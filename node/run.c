@@ -24,10 +24,12 @@
 #include "node/log.h"
 #include "node/metrics.h"
 #include "node/outer_run.h"
+#include "node/pipe.h"
 #include "node/prom.h"
 #include "node/telemetry.h"
 #include "node/train_loop.h"
 #include "node/trainer.h"
+#include "node/window.h"
 
 #define RUN_MAX_MEMBERS 4096
 #define RUN_REACH_TABLE 64
@@ -45,6 +47,9 @@ typedef struct {
     _Atomic(trainer_t *) trainer;     // set by the compute thread while it trains
     uint64_t rate_ms, rate_steps;     // last step-rate sample
     uint32_t rate_published;          // steps/s × 1000 in our record
+    window_t win;                     // [train] active
+    int idle;                         // outside it: our record says step rate 0
+    uint32_t rate_before_idle;
     int reach_auto, reachable;        // reachable: what our record says
     char advertise[256];
     uint64_t reach_asked_ms;
@@ -60,6 +65,8 @@ typedef struct {
     int n_dialed;
     gossip_member_info_t *info;       // scratch for member listings
     outer_run_t *outer;               // the outer-step exchange (training peers)
+    plan_t *plan;                     // [pipeline] plan (node/pipe.h), or NULL
+    _Atomic uint32_t pipe_gone[PLAN_MAX_NODES]; // bumped when membership reports a plan node dead or left
     prom_t *prom;                     // metrics registry: Prometheus endpoint and loco status
     http_metrics_t *http;
     control_t *ctl;
@@ -223,6 +230,7 @@ static void s_drain_events(run_t *r) {
         metrics_write(&r->mx, "member", 0, "\"event\":\"%s\",\"member\":\"%s\",\"incarnation\":%llu,\"live\":%zu",
                       gossip_event_name(ev.kind), who, (unsigned long long)ev.incarnation, live);
         r->cache_dirty = 1;
+        if (r->plan && (ev.kind == GOSSIP_EV_DEAD || ev.kind == GOSSIP_EV_LEFT)) pipe_member_gone(r->plan, r->pipe_gone, ev.id);
     }
 }
 
@@ -300,7 +308,7 @@ static void s_publish_caps(run_t *r, uint64_t now) {
 // so peers (pacing, placement) see a current figure without a record per step.
 static void s_sample_step_rate(run_t *r, uint64_t now) {
     trainer_t *t = atomic_load(&r->trainer);
-    if (!t || now - r->rate_ms < 30000) return;
+    if (!t || r->idle || now - r->rate_ms < 30000) return;
     uint64_t steps = atomic_load(&t->progress);
     if (r->rate_ms && steps >= r->rate_steps) {
         uint32_t milli = (uint32_t)((double)(steps - r->rate_steps) * 1e6 / (double)(now - r->rate_ms));
@@ -313,6 +321,20 @@ static void s_sample_step_rate(run_t *r, uint64_t now) {
     }
     r->rate_ms = now;
     r->rate_steps = steps;
+}
+
+// [train] active: while the compute thread waits outside the window (or, at start-up, has not yet
+// reached it) our record says step rate 0, so no outer step picks this peer as a partner; when it
+// trains again the rate it had before comes back until the next sample.
+static void s_window_caps(run_t *r, uint64_t now) {
+    int idle = window_idle() || (r->idle && !window_active_at(&r->win, window_now()));
+    if (idle == r->idle) return;
+    r->idle = idle;
+    if (idle) r->rate_before_idle = r->rate_published;
+    r->rate_published = idle ? 0 : r->rate_before_idle ? r->rate_before_idle : 1;
+    r->rate_ms = 0; // the next step-rate sample starts afresh
+    s_publish_caps(r, now);
+    log_info("run", "member record: %s", idle ? "not training (outside [train] active), step rate 0" : "training again");
 }
 
 static void s_set_reachable(run_t *r, int yes, uint64_t now) {
@@ -381,6 +403,11 @@ static void s_on_event(run_t *r, net_event_t *ev, uint64_t now) {
 
 static void *s_compute(void *arg) {
     run_t *r = arg;
+    if (r->plan) { // a pipeline stage (node/pipe.h)
+        int prc = pipe_run(&r->cfg, r->plan, &r->no.identity, r->fp, r->pipe_gone, &r->mx, &r->trainer, r->stop);
+        atomic_store(&r->compute_done, prc ? 2 : 1);
+        return NULL;
+    }
     char err[1536];
     loco_config_t cfg = r->cfg;
     uint64_t stream = (uint64_t)cfg.data_stream;
@@ -535,7 +562,9 @@ static int s_setup(run_t *r, const loco_config_t *cfg, char *err, size_t errlen)
     self.time_ms = s_unix_ms();
     snprintf(self.caps.device, sizeof self.caps.device, "%s", cfg->device);
     self.caps.reachable = r->reachable;
-    self.caps.step_rate_milli = cfg->steps > 0; // a placeholder until measured: non-zero = trains
+    if (window_parse(&r->win, cfg->train_active, err, errlen) != 0) return -1;
+    r->idle = cfg->steps > 0 && !window_active_at(&r->win, window_now());
+    self.caps.step_rate_milli = cfg->steps > 0 && !r->idle; // a placeholder until measured: non-zero = trains
     self.caps.upload_Bps = (uint64_t)cfg->upload_rate;
     self.caps.download_Bps = (uint64_t)cfg->download_rate;
     net_node_set_upload_rate(r->net, (uint64_t)cfg->upload_rate);
@@ -566,7 +595,14 @@ static int s_setup(run_t *r, const loco_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    if (cfg->steps > 0) {
+    if (cfg->pipeline_plan[0]) {
+        if (!(r->plan = malloc(sizeof *r->plan))) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        if (pipe_plan_load(cfg, r->no.identity.pk, r->plan, err, errlen) != 0) return -1;
+    }
+    if (cfg->steps > 0 && !r->plan) {
         outer_env_t env = {.cfg = &r->cfg, .net = r->net, .gm = r->gm, .mx = &r->mx, .fp = r->fp,
                            .connect = s_connect_member, .ctx = r, .has_contacts = r->n_seeds > 0 || nc > 0};
         r->outer = outer_run_new(&env, err, errlen);
@@ -597,6 +633,7 @@ static void s_pump(run_t *r, int max_wait_ms) {
         s_on_event(r, &ev, now);
         net_event_clear(&ev);
     }
+    s_window_caps(r, now);
     s_sample_step_rate(r, now);
     if (r->outer) outer_run_tick(r->outer, now);
     gossip_members_tick(r->gm, now);
@@ -626,6 +663,7 @@ int run_node(const loco_config_t *cfg, volatile sig_atomic_t *stop) {
         net_node_destroy(&r.net);
         free(r.info);
         free(r.dialed);
+        free(r.plan);
         return 1;
     }
     pthread_t compute;

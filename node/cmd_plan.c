@@ -1,0 +1,546 @@
+// loco plan: reads a cluster description, searches the placement of pipeline stages and replicas
+// (node/plan.h), prints the layout, its predicted figures and alternatives, and writes the plan file
+// the nodes of a pipelined run load. --calibrate measures this machine's per-block time with the
+// real CPU model and a loopback link, and reports the cost model's error against them.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "model/gpt.h"
+#include "node/cli.h"
+#include "node/plan.h"
+#include "node/plan_file.h"
+#include "node/plan_ini.h"
+
+static int s_help(void) {
+    printf("usage: loco plan -c CLUSTER.ini [--set section.key=value]... [--out PLAN] [--alternatives]\n"
+           "                 [--replicas R] [--stages S] [--exhaustive-limit N]\n"
+           "       loco plan -c CLUSTER.ini --calibrate [--threads N]\n"
+           "  Places pipeline stages and DiLoCo/NoLoCo replicas on the nodes of CLUSTER.ini (nodes, islands,\n"
+           "  NICs, links, model, training; docs/plan-example.ini documents it) by a cost model and an exact\n"
+           "  search, prints the layout (stage -> blocks, nodes, NIC per link, predicted step time, bytes per\n"
+           "  link per step, memory per stage) and writes the plan file nodes load ([pipeline] plan = FILE).\n"
+           "  --out PLAN          write the plan file (every node needs an id or key)\n"
+           "  --alternatives      also the naive order, an even split, stages inside islands (Holmes),\n"
+           "                      pipelines inside islands (data-parallel across), another replica x stage count\n"
+           "  --replicas R, --stages S   fix the count (default: searched)\n"
+           "  --set s.k=v         override a key of [model] [train] [outer] [island X] [link A B]\n"
+           "  --exhaustive-limit N  stage-set sequences per (R, S) searched exactly before local search (200000)\n"
+           "  --calibrate         measure this machine's fwd+bwd time per block and of the head (real CPU\n"
+           "                      model, [model] and micro_batch of the file) and a loopback link; print the\n"
+           "                      model's error and the flops / calib_head values to declare\n"
+           "  Links are declared, not probed: `loco doctor` prints the round trip and bandwidth to each seed.\n"
+           "  Exit 0 ok, 1 no feasible layout, 2 usage or description error.\n");
+    return 0;
+}
+
+static double s_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static const char *s_si(double v, const char *unit, char *buf, size_t len) {
+    const char *p[] = {"", "k", "M", "G", "T", "P"};
+    int i = 0;
+    while (fabs(v) >= 1000 && i < 5) v /= 1000, i++;
+    snprintf(buf, len, "%.3g %s%s", v, p[i], unit);
+    return buf;
+}
+
+static const char *s_time(double s, char *buf, size_t len) {
+    if (!isfinite(s)) snprintf(buf, len, "inf");
+    else if (s >= 1) snprintf(buf, len, "%.3f s", s);
+    else if (s >= 1e-3) snprintf(buf, len, "%.2f ms", s * 1e3);
+    else snprintf(buf, len, "%.1f us", s * 1e6);
+    return buf;
+}
+
+// Bytes crossing island boundaries per inner step: activations and gradients on pipeline links,
+// and the outer exchange (a DiLoCo ring crosses once per island it spans; a NoLoCo partner is in
+// another island with the probability of drawing one).
+static double s_cross_bytes(const plan_cluster_t *c, const plan_layout_t *l, const plan_eval_t *e) {
+    double b = 0;
+    for (int s = 0; s + 1 < l->S; s++)
+        for (int r = 0; r < l->R; r++)
+            if (c->node[l->slot[s][r]].island != c->node[l->slot[s + 1][r]].island) b += e->act_bytes_link_step;
+    for (int s = 0; s < l->S && l->R > 1; s++) {
+        int cnt[PLAN_MAX_ISLANDS] = {0}, spans = 0;
+        for (int r = 0; r < l->R; r++) cnt[c->node[l->slot[s][r]].island]++;
+        double same = 0;
+        for (int i = 0; i < c->n_islands; i++) {
+            spans += cnt[i] > 0;
+            same += (double)cnt[i] * (cnt[i] - 1);
+        }
+        if (spans < 2) continue;
+        if (c->algorithm == PLAN_DILOCO) b += spans * e->x_bytes_node_step[s];
+        else b += l->R * e->x_bytes_node_step[s] * (1 - same / ((double)l->R * (l->R - 1)));
+    }
+    return b;
+}
+
+static void s_print_layout(const plan_cluster_t *c, const plan_layout_t *l, const plan_eval_t *e) {
+    char a[32], b[32], d[32], f[32];
+    printf("plan: %d replica%s x %d stage%s (%d of %d nodes)\n", l->R, l->R > 1 ? "s" : "", l->S, l->S > 1 ? "s" : "",
+           l->R * l->S, c->n_nodes);
+    printf("%-5s %-16s %-28s %-11s %-19s %-9s %-10s %s\n", "stage", "blocks", "nodes (island)", "compute/mb",
+           "memory need/have", "params", "exchange", "sent/node/step");
+    for (int s = 0; s < l->S; s++) {
+        char blocks[48], nodes[256] = "";
+        snprintf(blocks, sizeof blocks, "%d-%d%s%s (%d)", l->cut[s], l->cut[s + 1] - 1, s == 0 ? " +emb" : "",
+                 s == l->S - 1 ? " +head" : "", l->cut[s + 1] - l->cut[s]);
+        size_t at = 0;
+        int isl = c->node[l->slot[s][0]].island, mixed = 0;
+        for (int r = 0; r < l->R && at < sizeof nodes - 40; r++) {
+            const plan_cnode_t *n = &c->node[l->slot[s][r]];
+            mixed |= n->island != isl;
+            at += (size_t)snprintf(nodes + at, sizeof nodes - at, "%s%s", r ? " " : "", n->name);
+        }
+        if (!mixed) snprintf(nodes + at, sizeof nodes - at, " (%s)", c->island[isl]);
+        else {
+            at = 0;
+            for (int r = 0; r < l->R && at < sizeof nodes - 40; r++) {
+                const plan_cnode_t *n = &c->node[l->slot[s][r]];
+                at += (size_t)snprintf(nodes + at, sizeof nodes - at, "%s%s(%s)", r ? " " : "", n->name,
+                                       c->island[n->island]);
+            }
+        }
+        char mem[48];
+        snprintf(mem, sizeof mem, "%.1f / %.1f GiB", e->mem_need[s] / 1073741824.0, e->mem_have[s] / 1073741824.0);
+        printf("%-5d %-16s %-28s %-11s %-19s %-9s %-10s %s\n", s, blocks, nodes, s_time(e->t[s], a, sizeof a), mem,
+               s_si(e->params[s], "", b, sizeof b), l->R > 1 ? s_time(e->x[s], d, sizeof d) : "-",
+               l->R > 1 ? s_si(e->x_bytes_node_step[s], "B", f, sizeof f) : "-");
+    }
+    if (l->S > 1) {
+        printf("%-5s %-11s %-9s %s\n", "link", "per mb", "bytes/step", "replica: from -> to (NICs)");
+        for (int s = 0; s + 1 < l->S; s++) {
+            printf("%d->%-2d %-11s %-9s ", s, s + 1, s_time(e->k[s], a, sizeof a),
+                   s_si(e->act_bytes_link_step, "B", b, sizeof b));
+            for (int r = 0; r < l->R; r++) {
+                int x = l->slot[s][r], y = l->slot[s + 1][r];
+                plan_link_t lk = plan_link(c, x, y);
+                printf("%s%s->%s (%s->%s)", r ? ", " : "", c->node[x].name, c->node[y].name,
+                       lk.nic_a >= 0 ? c->node[x].nic[lk.nic_a].name : "?",
+                       lk.nic_b >= 0 ? c->node[y].nic[lk.nic_b].name : "?");
+            }
+            printf("\n");
+        }
+    }
+    if (!e->feasible) {
+        printf("infeasible: %s\n", e->why);
+        return;
+    }
+    printf("predicted: step %s = pipeline %s", s_time(e->step_s, a, sizeof a), s_time(e->makespan_s, b, sizeof b));
+    if (l->R > 1)
+        printf(" + exposed exchange %s (slowest stage exchange %s every %d step%s, overlap %s)",
+               s_time(e->exposed_s, d, sizeof d), s_time(e->exchange_s, f, sizeof f), c->inner_steps,
+               c->inner_steps > 1 ? "s" : "", c->overlap ? "on" : "off");
+    printf("\n           %.0f tokens/step, %s tokens/s", e->tokens_per_step, s_si(e->tokens_per_s, "", a, sizeof a));
+    double flops = e->tokens_per_s * ((double)c->model.layers * plan_block_flops(c) + plan_head_flops(c)) /
+                   (double)(l->R * l->S);
+    printf(", %s per node; bottleneck: ", s_si(flops, "FLOP/s", b, sizeof b));
+    if (e->bottleneck_link >= 0) printf("link %d->%d\n", e->bottleneck_link, e->bottleneck_link + 1);
+    else printf("stage %d compute\n", e->bottleneck_stage);
+    printf("           bytes across islands per step: %s\n", s_si(s_cross_bytes(c, l, e), "B", a, sizeof a));
+}
+
+typedef struct {
+    const char *name;
+    int ok;
+    plan_layout_t l;
+    plan_eval_t e;
+    char why[300];
+} alt_t;
+
+static void s_print_alternatives(const plan_cluster_t *c, const plan_layout_t *best, const plan_eval_t *be,
+                                 long limit) {
+    static alt_t alts[6];
+    memset(alts, 0, sizeof alts);
+    int n = 0;
+    // chosen
+    alts[n].name = "chosen";
+    alts[n].l = *best;
+    alts[n].e = *be;
+    alts[n++].ok = 1;
+    // naive: the nodes in file order, stage-major, an even split, the chosen counts
+    alt_t *a = &alts[n++];
+    a->name = "naive (file order, even split)";
+    a->l = *best;
+    plan_even_cuts(c->model.layers, best->S, a->l.cut);
+    for (int s = 0; s < best->S; s++)
+        for (int r = 0; r < best->R; r++) a->l.slot[s][r] = s * best->R + r;
+    a->ok = plan_eval(c, &a->l, &a->e) == 0;
+    // even split on the chosen nodes
+    a = &alts[n++];
+    a->name = "even split (chosen nodes)";
+    a->l = *best;
+    plan_even_cuts(c->model.layers, best->S, a->l.cut);
+    a->ok = plan_eval(c, &a->l, &a->e) == 0;
+    struct {
+        const char *name;
+        plan_opts_t o;
+    } searched[] = {
+        {"stages inside islands (Holmes)", {.constraint = PLAN_STAGE_IN_ISLAND, .exhaustive_limit = limit}},
+        {"pipelines inside islands (DP across)", {.constraint = PLAN_REPLICA_IN_ISLAND, .exhaustive_limit = limit}},
+        {"best with another replica x stage count", {.skip_R = best->R, .skip_S = best->S, .exhaustive_limit = limit}},
+    };
+    for (size_t i = 0; i < sizeof searched / sizeof searched[0]; i++) {
+        a = &alts[n++];
+        a->name = searched[i].name;
+        a->ok = plan_search(c, &searched[i].o, &a->l, &a->e, NULL, a->why, sizeof a->why) == 0;
+    }
+    printf("\nalternatives (same cost model):\n");
+    printf("%-40s %-6s %-10s %-10s %-10s %-12s %-9s %s\n", "layout", "R x S", "step", "pipeline", "exposed",
+           "tokens/s", "vs chosen", "bytes across islands/step");
+    for (int i = 0; i < n; i++) {
+        a = &alts[i];
+        char rs[16], x[32], y[32], z[32], w[32], v[32];
+        snprintf(rs, sizeof rs, "%dx%d", a->l.R, a->l.S);
+        if (!a->ok || !a->e.feasible) {
+            printf("%-40s %-6s infeasible: %s\n", a->name, a->ok ? rs : "-", a->ok ? a->e.why : a->why);
+            continue;
+        }
+        printf("%-40s %-6s %-10s %-10s %-10s %-12s %-9.3f %s\n", a->name, rs, s_time(a->e.step_s, x, sizeof x),
+               s_time(a->e.makespan_s, y, sizeof y), s_time(a->e.exposed_s, z, sizeof z),
+               s_si(a->e.tokens_per_s, "", w, sizeof w), be->tokens_per_s / a->e.tokens_per_s,
+               s_si(s_cross_bytes(c, &a->l, &a->e), "B", v, sizeof v));
+    }
+    printf("(vs chosen: how many times faster the chosen layout is)\n");
+}
+
+// --------------------------------------------------------------------------------------------
+// --calibrate
+// --------------------------------------------------------------------------------------------
+
+static uint64_t s_rng(uint64_t *s) {
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ULL;
+}
+
+typedef struct {
+    gpt_t *m;
+    int B, T, L, C;
+    int32_t *in, *tg;
+    float *x, *dout, *dx;
+} cal_t;
+
+static double s_range_time(cal_t *k, int l0, int l1, int reps) {
+    double best[16];
+    int n = 0;
+    for (int r = 0; r < reps + 1 && n < 16; r++) {
+        gpt_zero_grad(k->m);
+        double t0 = s_now();
+        gpt_forward_range(k->m, l0, l1, k->in, l0 > 0 ? k->x : NULL, l1 == k->L ? k->tg : NULL, k->B, k->T);
+        gpt_backward_range(k->m, l1 < k->L ? k->dout : NULL, l0 > 0 ? k->dx : NULL);
+        double t = s_now() - t0;
+        if (r > 0) best[n++] = t; // the first run warms caches up
+    }
+    // median
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && best[j] < best[j - 1]; j--) {
+            double t = best[j];
+            best[j] = best[j - 1];
+            best[j - 1] = t;
+        }
+    return best[n / 2];
+}
+
+// One-way time of a message of `bytes` over a ZeroMQ PAIR on 127.0.0.1 (half a round trip), median.
+static double s_loop_time(void *a, void *b, size_t bytes, int reps, char *buf) {
+    double ts[64];
+    int n = 0;
+    for (int r = 0; r < reps + 1 && n < 64; r++) {
+        double t0 = s_now();
+        if (zmq_send(a, buf, bytes, 0) < 0 || zmq_recv(b, buf, bytes, 0) < 0) return NAN;
+        if (zmq_send(b, buf, bytes, 0) < 0 || zmq_recv(a, buf, bytes, 0) < 0) return NAN;
+        if (r > 0) ts[n++] = (s_now() - t0) / 2;
+    }
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && ts[j] < ts[j - 1]; j--) {
+            double t = ts[j];
+            ts[j] = ts[j - 1];
+            ts[j - 1] = t;
+        }
+    return ts[n / 2];
+}
+
+static int s_calibrate(const plan_cluster_t *c, int threads) {
+    char err[512], a[32], b[32];
+    cal_t k = {0};
+    k.B = c->micro_batch;
+    k.T = c->model.seq_len;
+    k.L = c->model.layers;
+    k.C = c->model.d_model;
+    k.m = gpt_new(&c->model, k.B, k.T, err, sizeof err);
+    if (!k.m) {
+        fprintf(stderr, "loco plan: --calibrate: %s\n", err);
+        return 1;
+    }
+    gpt_init_params(k.m, 1);
+    gpt_set_threads(k.m, threads);
+    size_t bt = (size_t)k.B * k.T, btc = bt * (size_t)k.C;
+    k.in = malloc(bt * sizeof(int32_t));
+    k.tg = malloc(bt * sizeof(int32_t));
+    k.x = malloc(btc * sizeof(float));
+    k.dout = malloc(btc * sizeof(float));
+    k.dx = malloc(btc * sizeof(float));
+    if (!k.in || !k.tg || !k.x || !k.dout || !k.dx) {
+        fprintf(stderr, "loco plan: --calibrate: out of memory\n");
+        gpt_destroy(&k.m);
+        return 1;
+    }
+    uint64_t seed = 0x5eed;
+    for (size_t i = 0; i < bt; i++) {
+        k.in[i] = (int32_t)(s_rng(&seed) % (uint64_t)c->model.vocab);
+        k.tg[i] = (int32_t)(s_rng(&seed) % (uint64_t)c->model.vocab);
+    }
+    for (size_t i = 0; i < btc; i++) {
+        k.x[i] = (float)((double)(s_rng(&seed) >> 11) / 9007199254740992.0 - 0.5);
+        k.dout[i] = k.x[i] * 1e-3f;
+    }
+    int reps = 5;
+    printf("calibration on this machine: %d block%s, d_model %d, heads %d, micro-batch %d x %d tokens, %d thread%s\n",
+           k.L, k.L > 1 ? "s" : "", k.C, c->model.heads, k.B, k.T, threads, threads > 1 ? "s" : "");
+    int mid = k.L >= 3 ? k.L / 2 : 0;
+    double t_block = s_range_time(&k, mid, mid + 1, reps);
+    double t_last = s_range_time(&k, k.L - 1, k.L, reps);
+    // Uncalibrated FLOP counts of the model (calib factors 1).
+    plan_cluster_t u = *c;
+    u.calib_block = u.calib_head = 1;
+    double tok = (double)bt, fb = plan_block_flops(&u) * tok, fh = plan_head_flops(&u) * tok;
+    double v = fb / t_block;                       // this machine's FLOP/s on a block
+    double t_head = t_last - (mid == k.L - 1 ? 0 : t_block);
+    if (mid == k.L - 1) t_head = t_last - t_block; // L == 1: the single block is the last one too
+    if (t_head < 0) t_head = 0;
+    double calib_head = t_head * v / fh;
+    printf("  block fwd+bwd:   %s (%s per block of %s FLOP: %s)\n", s_time(t_block, a, sizeof a), "measured",
+           s_si(fb, "", b, sizeof b), s_si(v, "FLOP/s", err, 32));
+    printf("  head fwd+bwd:    %s (final LayerNorm, logits, loss; calib_head = %.3f)\n", s_time(t_head, a, sizeof a),
+           calib_head);
+    // The model with these figures against measured single-stage ranges.
+    int ranges[6][2], nr = 0;
+    ranges[nr][0] = 0, ranges[nr++][1] = k.L;
+    if (k.L >= 2) {
+        ranges[nr][0] = 0, ranges[nr++][1] = k.L / 2;
+        ranges[nr][0] = k.L / 2, ranges[nr++][1] = k.L;
+        ranges[nr][0] = 0, ranges[nr++][1] = 1;
+    }
+    if (k.L >= 4) ranges[nr][0] = 1, ranges[nr++][1] = k.L - 1;
+    printf("  %-14s %-12s %-12s %s\n", "stage blocks", "measured", "predicted", "error");
+    double sum_err = 0;
+    for (int i = 0; i < nr; i++) {
+        int l0 = ranges[i][0], l1 = ranges[i][1];
+        double meas = s_range_time(&k, l0, l1, reps);
+        double pred = ((l1 - l0) * fb + (l1 == k.L ? calib_head * fh : 0)) / v;
+        double e = (pred - meas) / meas;
+        sum_err += fabs(e);
+        char r[32];
+        snprintf(r, sizeof r, "%d-%d", l0, l1 - 1);
+        printf("  %-14s %-12s %-12s %+.1f%%\n", r, s_time(meas, a, sizeof a), s_time(pred, b, sizeof b), 100 * e);
+    }
+    printf("  mean absolute error of single-stage times: %.1f%%\n", 100 * sum_err / nr);
+    printf("  declare for this machine: flops = %.4g (with calib_block = 1), calib_head = %.3f\n", v, calib_head);
+
+    // Loopback link: α from a 1-byte round trip, β from a message of one boundary's activations.
+    void *ctx = zmq_ctx_new();
+    void *pa = zmq_socket(ctx, ZMQ_PAIR), *pb = zmq_socket(ctx, ZMQ_PAIR);
+    char ep[128];
+    size_t epl = sizeof ep;
+    int rc = 1;
+    size_t msg = btc * sizeof(float);
+    char *buf = malloc(4 * msg + 1);
+    if (buf && zmq_bind(pa, "tcp://127.0.0.1:*") == 0 && zmq_getsockopt(pa, ZMQ_LAST_ENDPOINT, ep, &epl) == 0 &&
+        zmq_connect(pb, ep) == 0) {
+        memset(buf, 1, 4 * msg + 1);
+        double alpha = s_loop_time(pa, pb, 1, 50, buf);
+        double t1 = s_loop_time(pa, pb, msg, 10, buf);
+        double beta = msg / fmax(t1 - alpha, 1e-9);
+        double t4 = s_loop_time(pa, pb, 4 * msg, 10, buf);
+        double p4 = alpha + 4 * msg / beta;
+        printf("loopback link (ZeroMQ over 127.0.0.1): latency %s, bandwidth %s (from %s messages)\n",
+               s_time(alpha, a, sizeof a), s_si(beta, "B/s", b, sizeof b), s_si((double)msg, "B", err, 32));
+        printf("  a %s message: measured %s, predicted %s (%+.1f%%)\n", s_si(4.0 * msg, "B", err, 32),
+               s_time(t4, a, sizeof a), s_time(p4, b, sizeof b), 100 * (p4 - t4) / t4);
+        rc = 0;
+    } else {
+        fprintf(stderr, "loco plan: --calibrate: loopback link: %s\n", zmq_strerror(zmq_errno()));
+    }
+    int linger = 0;
+    zmq_setsockopt(pa, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(pb, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close(pa);
+    zmq_close(pb);
+    zmq_ctx_term(ctx);
+    free(buf);
+    free(k.in);
+    free(k.tg);
+    free(k.x);
+    free(k.dout);
+    free(k.dx);
+    gpt_destroy(&k.m);
+    return rc;
+}
+
+// --------------------------------------------------------------------------------------------
+
+static char *s_read_all(const char *path, size_t *len, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open", path);
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (n < cap) break;
+        if (cap >= (2u << 20)) break;
+        char *nb = realloc(buf, cap *= 2);
+        if (!nb) free(buf);
+        buf = nb;
+    }
+    fclose(f);
+    if (!buf) snprintf(err, errlen, "%s: out of memory", path);
+    *len = n;
+    return buf;
+}
+
+int cmd_plan(int argc, char **argv) {
+    const char *file = NULL, *out = NULL;
+    int alternatives = 0, calibrate = 0, threads = 1;
+    plan_opts_t o = {0};
+    const char *sets[64];
+    int nsets = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        int has = i + 1 < argc;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return s_help();
+        else if ((!strcmp(a, "-c") || !strcmp(a, "--config")) && has) file = argv[++i];
+        else if (!strcmp(a, "--out") && has) out = argv[++i];
+        else if (!strcmp(a, "--alternatives")) alternatives = 1;
+        else if (!strcmp(a, "--calibrate")) calibrate = 1;
+        else if (!strcmp(a, "--set") && has) {
+            if (nsets == 64) return cli_usage_error("plan", "at most 64 --set");
+            sets[nsets++] = argv[++i];
+        } else if ((!strcmp(a, "--replicas") || !strcmp(a, "--stages") || !strcmp(a, "--threads") ||
+                    !strcmp(a, "--exhaustive-limit")) &&
+                   has) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            long hi = !strcmp(a, "--exhaustive-limit") ? 1000000000L : !strcmp(a, "--threads") ? 256 : PLAN_MAX_STAGES;
+            if (*argv[i] == '\0' || *end || v < 1 || v > hi)
+                return cli_usage_error("plan", "%s %s: want an integer from 1 to %ld", a, argv[i], hi);
+            if (!strcmp(a, "--replicas")) o.R = (int)v;
+            else if (!strcmp(a, "--stages")) o.S = (int)v;
+            else if (!strcmp(a, "--threads")) threads = (int)v;
+            else o.exhaustive_limit = v;
+        } else {
+            return cli_usage_error("plan", "unexpected argument '%s' (see loco plan --help)", a);
+        }
+    }
+    if (!file) return cli_usage_error("plan", "-c CLUSTER.ini is required (docs/plan-example.ini shows one)");
+    static plan_cluster_t c;
+    char err[2048];
+    if (plan_cluster_load(file, &c, err, sizeof err) != 0) {
+        fprintf(stderr, "loco plan: %s\n", err);
+        return 2;
+    }
+    if (nsets) {
+        // Overrides: appended as sections to the file's text and parsed again.
+        size_t len = 0;
+        char *text = s_read_all(file, &len, err, sizeof err);
+        if (!text) {
+            fprintf(stderr, "loco plan: %s\n", err);
+            return 2;
+        }
+        for (int i = 0; i < nsets; i++) {
+            const char *eq = strchr(sets[i], '=');
+            const char *dot = NULL;
+            for (const char *p = sets[i]; eq && p < eq; p++)
+                if (*p == '.') dot = p;
+            if (!eq || !dot || !strncmp(sets[i], "node", 4)) {
+                free(text);
+                return cli_usage_error("plan", "--set %s: expected section.key=value for [model] [train] [outer] "
+                                       "[island X] [link A B] (nodes: edit the file)", sets[i]);
+            }
+            char add[1200];
+            int n = snprintf(add, sizeof add, "\n[%.*s]\n%.*s = %s\n", (int)(dot - sets[i]), sets[i],
+                             (int)(eq - dot - 1), dot + 1, eq + 1);
+            char *nt = n > 0 ? realloc(text, len + (size_t)n + 1) : NULL;
+            if (!nt) {
+                free(text);
+                fprintf(stderr, "loco plan: out of memory\n");
+                return 2;
+            }
+            text = nt;
+            memcpy(text + len, add, (size_t)n);
+            len += (size_t)n;
+            // Parse after each one so an error names the --set that caused it.
+            if (plan_cluster_parse(text, len, file, &c, err, sizeof err) != 0) {
+                const char *why = strstr(err, ": ");
+                const char *why2 = why ? strstr(why + 2, ": ") : NULL;
+                char *nl = strchr(err, '\n');
+                if (nl) *nl = '\0';
+                fprintf(stderr, "loco plan: --set %s: %s\n", sets[i], why2 ? why2 + 2 : why ? why + 2 : err);
+                free(text);
+                return 2;
+            }
+        }
+        free(text);
+    }
+    if (calibrate) return s_calibrate(&c, threads);
+    if (out)
+        for (int i = 0; i < c.n_nodes; i++)
+            if (!c.node[i].has_id) {
+                fprintf(stderr, "loco plan: %s: node %s has no id (id = <64 hex> or key = FILE): the plan file names "
+                        "every node by its peer id\n", file, c.node[i].name);
+                return 2;
+            }
+    if (o.R && o.S && o.R * o.S > c.n_nodes)
+        return cli_usage_error("plan", "--replicas %d x --stages %d needs %d nodes, the cluster has %d", o.R, o.S,
+                               o.R * o.S, c.n_nodes);
+    int cnt[PLAN_MAX_ISLANDS] = {0};
+    for (int i = 0; i < c.n_nodes; i++) cnt[c.node[i].island]++;
+    double P = (double)gpt_num_params(&c.model);
+    char a[32];
+    printf("loco plan: %s: %d node%s on %d island%s (", file, c.n_nodes, c.n_nodes > 1 ? "s" : "", c.n_islands,
+           c.n_islands > 1 ? "s" : "");
+    for (int i = 0; i < c.n_islands; i++) printf("%s%s: %d", i ? ", " : "", c.island[i], cnt[i]);
+    printf("); model %d blocks, d_model %d, %s parameters\n", c.model.layers, c.model.d_model, s_si(P, "", a, sizeof a));
+    printf("training: micro-batch %d x %d tokens, %d per step and replica, %s, %s, H = %d, %g bytes/param exchanged, "
+           "overlap %s\n",
+           c.micro_batch, c.model.seq_len, c.micro_batches, c.schedule == PLAN_GPIPE ? "gpipe" : "1f1b",
+           c.algorithm == PLAN_NOLOCO ? "noloco" : "diloco", c.inner_steps, c.codec_bytes, c.overlap ? "on" : "off");
+    static plan_layout_t best;
+    plan_eval_t e;
+    plan_stats_t st;
+    double t0 = s_now();
+    if (plan_search(&c, &o, &best, &e, &st, err, sizeof err) != 0) {
+        fprintf(stderr, "loco plan: %s: %s\n", file, err);
+        return 1;
+    }
+    printf("search: %s, %ld stage-set sequences (%ld cut by the lower bound), %ld split DPs, %.2f s\n\n",
+           st.exhaustive ? "exhaustive (the model's optimum)" : "local search beyond the exhaustive limit", st.sequences,
+           st.pruned, st.dp_runs, s_now() - t0);
+    s_print_layout(&c, &best, &e);
+    if (alternatives) s_print_alternatives(&c, &best, &e, o.exhaustive_limit);
+    if (out) {
+        static plan_t p;
+        plan_to_file(&c, &best, &e, &p);
+        if (plan_write(out, &p, err, sizeof err) != 0) {
+            fprintf(stderr, "loco plan: %s\n", err);
+            return 1;
+        }
+        uint8_t h[32];
+        plan_hash(&p, h);
+        printf("\nwrote %s (plan hash %02x%02x%02x%02x%02x%02x%02x%02x...)\n", out, h[0], h[1], h[2], h[3], h[4], h[5],
+               h[6], h[7]);
+    }
+    return 0;
+}
