@@ -697,6 +697,7 @@ int run_node(const loco_config_t *cfg, volatile sig_atomic_t *stop) {
     net_node_destroy(&r.net);
     free(r.info);
     free(r.dialed);
+    free(r.plan);
     log_info("run", "stopped");
     return rc;
 }
