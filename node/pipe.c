@@ -1019,3 +1019,85 @@ int pipe_train(pipe_t *p, trainer_t *t, metrics_t *mx, volatile sig_atomic_t *st
     x.tty = 0;
     return train_finish(t, &x, rc);
 }
+
+// ---------------------------------------------------------------------------------------------
+// loco run
+
+int pipe_plan_load(const loco_config_t *cfg, const uint8_t self_id[32], plan_t *plan, char *err, size_t errlen) {
+    char why[768];
+    if (plan_read(cfg->pipeline_plan, plan, why, sizeof why) != 0) {
+        snprintf(err, errlen, "[pipeline] plan: %s", why);
+        return -1;
+    }
+    int self = plan_find(plan, self_id);
+    if (self < 0) {
+        char hex[NET_ID_HEX];
+        net_id_to_hex(self_id, hex);
+        snprintf(err, errlen, "[pipeline] plan = %.600s does not name this peer (%s): every node of a pipelined run "
+                 "must have a node line with its id", cfg->pipeline_plan, hex);
+        return -1;
+    }
+    if (plan->layers != cfg->model.layers) {
+        snprintf(err, errlen, "[pipeline] plan = %.600s is for %d layers, [model] layers = %d", cfg->pipeline_plan,
+                 plan->layers, cfg->model.layers);
+        return -1;
+    }
+    if (strcmp(cfg->device, "cpu") != 0) {
+        snprintf(err, errlen, "[pipeline] plan: pipeline stages run on the CPU only ([train] device = %s)", cfg->device);
+        return -1;
+    }
+    return 0;
+}
+
+void pipe_member_gone(const plan_t *plan, _Atomic uint32_t *gone, const uint8_t id[32]) {
+    int i = plan_find(plan, id);
+    if (i >= 0) atomic_fetch_add(&gone[i], 1);
+}
+
+int pipe_run(const loco_config_t *cfg0, const plan_t *plan, const net_identity_t *id, const uint8_t fp[32],
+             _Atomic uint32_t *gone, metrics_t *mx, _Atomic(trainer_t *) *trainer_out, volatile sig_atomic_t *stop) {
+    char err[1536];
+    loco_config_t cfg = *cfg0;
+    int self = plan_find(plan, id->pk);
+    int stage0 = plan->nodes[self].stage == 0;
+    cfg.batch = plan->micro_batch;
+    if (cfg.eval_every > 0) log_info("pipe", "[train] eval_every is ignored in a pipelined run (a stage holds part of the model)");
+    cfg.eval_every = 0;
+    uint64_t stream = (uint64_t)cfg.data_stream;
+    if (cfg.data_stream < 0) { // each stage-0 replica draws its own stream, derived from its id
+        stream = 0;
+        for (int i = 0; i < 8; i++) stream |= (uint64_t)id->pk[i] << (8 * i);
+    }
+    trainer_t *t = trainer_new(&cfg, stage0 ? TRAINER_TRAIN_DATA : 0, stream, err, sizeof err);
+    if (!t) {
+        log_error("train", "%s", err);
+        return 1;
+    }
+    pipe_opts_t o = {.plan = plan, .identity = *id, .timeout_ms = cfg.pipeline_timeout_ms, .route_seed = stream ^ 0x9e37,
+                     .gone = gone};
+    memcpy(o.fp, fp, 32);
+    pipe_t *p = pipe_new(&o, t, err, sizeof err);
+    net_identity_wipe(&o.identity);
+    if (!p) {
+        log_error("pipe", "%s", err);
+        trainer_destroy(&t);
+        return 1;
+    }
+    size_t off, len;
+    pipe_range(p, &off, &len);
+    log_info("train", "%zu parameters, %zu of them this stage's; data stream %llu", t->model->num_params, len,
+             (unsigned long long)stream);
+    int resumed = 0;
+    if (train_resume(t, &resumed, err, sizeof err) != 0) {
+        log_error("train", "%s", err);
+        pipe_destroy(&p);
+        trainer_destroy(&t);
+        return 1;
+    }
+    if (trainer_out) atomic_store(trainer_out, t);
+    int rc = pipe_train(p, t, mx, stop);
+    if (trainer_out) atomic_store(trainer_out, NULL);
+    pipe_destroy(&p);
+    trainer_destroy(&t);
+    return rc;
+}

@@ -158,4 +158,16 @@ void pipe_log_stats(const pipe_t *p);
 // micro-batch and reroute counters), a checkpoint at the end and when stopped. 0 or 1.
 int pipe_train(pipe_t *p, trainer_t *t, metrics_t *mx, volatile sig_atomic_t *stop);
 
+// loco run: reads [pipeline] plan and finds this peer in it; checks it against [model] (layers) and
+// the trainer's needs. 0, or -1 with a reason that names the file (a peer the plan does not name is
+// refused here, before it joins anything).
+int pipe_plan_load(const loco_config_t *cfg, const uint8_t self_id[32], plan_t *plan, char *err, size_t errlen);
+// Net thread: membership reports id dead or left; bumps gone[] for the plan node it is (if any).
+void pipe_member_gone(const plan_t *plan, _Atomic uint32_t *gone, const uint8_t id[32]);
+// loco run's compute thread for a pipelined run: the trainer ([train] batch = micro_batch, data at
+// stage 0 only, no evaluation: a stage holds only part of the model), the stage, and pipe_train.
+// *trainer_out is set while training (the net thread samples the step rate). Returns 0 or 1.
+int pipe_run(const loco_config_t *cfg, const plan_t *plan, const net_identity_t *id, const uint8_t fp[32],
+             _Atomic uint32_t *gone, metrics_t *mx, _Atomic(trainer_t *) *trainer_out, volatile sig_atomic_t *stop);
+
 #endif

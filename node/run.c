@@ -676,7 +676,8 @@ int run_node(const loco_config_t *cfg, volatile sig_atomic_t *stop) {
     while (!*stop && !r.refused_out && (!training || !atomic_load(&r.compute_done))) s_pump(&r, 100);
 
     // Graceful leave: tell every live member, keep answering for a protocol period so it spreads.
-    uint64_t now = s_mono_ms();
+    uint64_t now = s_mono_ms(), t_leave = now;
+    int signalled = *stop != 0; // SIGINT/SIGTERM: the stop's duration is logged (README "Stopping a node")
     log_info("run", "leaving the swarm");
     gossip_members_leave(r.gm, now);
     s_flush_outbox(&r);
@@ -698,6 +699,7 @@ int run_node(const loco_config_t *cfg, volatile sig_atomic_t *stop) {
     free(r.info);
     free(r.dialed);
     free(r.plan);
-    log_info("run", "stopped");
+    if (signalled) log_info("run", "stopped %.2f s after the stop signal", (double)(s_mono_ms() - t_leave) / 1000);
+    else log_info("run", "stopped");
     return rc;
 }
