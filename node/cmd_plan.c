@@ -303,69 +303,82 @@ static int s_calibrate(const plan_cluster_t *c, int threads) {
         k.x[i] = (float)((double)(s_rng(&seed) >> 11) / 9007199254740992.0 - 0.5);
         k.dout[i] = k.x[i] * 1e-3f;
     }
-    int reps = 5;
+    int reps = 7;
     printf("calibration on this machine: %d block%s, d_model %d, heads %d, micro-batch %d x %d tokens, %d thread%s\n",
            k.L, k.L > 1 ? "s" : "", k.C, c->model.heads, k.B, k.T, threads, threads > 1 ? "s" : "");
-    int mid = k.L >= 3 ? k.L / 2 : 0;
-    double t_block = s_range_time(&k, mid, mid + 1, reps);
-    double t_last = s_range_time(&k, k.L - 1, k.L, reps);
-    // Uncalibrated FLOP counts of the model (calib factors 1).
-    plan_cluster_t u = *c;
-    u.calib_block = u.calib_head = 1;
-    double tok = (double)bt, fb = plan_block_flops(&u) * tok, fh = plan_head_flops(&u) * tok;
-    double v = fb / t_block;                       // this machine's FLOP/s on a block
-    double t_head = t_last - (mid == k.L - 1 ? 0 : t_block);
-    if (mid == k.L - 1) t_head = t_last - t_block; // L == 1: the single block is the last one too
-    if (t_head < 0) t_head = 0;
-    double calib_head = t_head * v / fh;
-    printf("  block fwd+bwd:   %s (%s per block of %s FLOP: %s)\n", s_time(t_block, a, sizeof a), "measured",
-           s_si(fb, "", b, sizeof b), s_si(v, "FLOP/s", err, 32));
-    printf("  head fwd+bwd:    %s (final LayerNorm, logits, loss; calib_head = %.3f)\n", s_time(t_head, a, sizeof a),
-           calib_head);
-    // The model with these figures against measured single-stage ranges.
-    int ranges[6][2], nr = 0;
-    ranges[nr][0] = 0, ranges[nr++][1] = k.L;
+    // Stage ranges: every single block, the whole model, its halves and its middle. Each is timed
+    // (fwd+bwd, median of reps), then T = n·a + [head]·h is fitted by least squares: a per block, h
+    // for the final LayerNorm + head, and each range's measured time is compared with the fit.
+    int ranges[PLAN_MAX_LAYERS + 8][2], nr = 0;
+    for (int l = 0; l < k.L && l < PLAN_MAX_LAYERS; l++) ranges[nr][0] = l, ranges[nr++][1] = l + 1;
     if (k.L >= 2) {
+        ranges[nr][0] = 0, ranges[nr++][1] = k.L;
         ranges[nr][0] = 0, ranges[nr++][1] = k.L / 2;
         ranges[nr][0] = k.L / 2, ranges[nr++][1] = k.L;
-        ranges[nr][0] = 0, ranges[nr++][1] = 1;
     }
     if (k.L >= 4) ranges[nr][0] = 1, ranges[nr++][1] = k.L - 1;
-    printf("  %-14s %-12s %-12s %s\n", "stage blocks", "measured", "predicted", "error");
+    static double meas[PLAN_MAX_LAYERS + 8];
+    double snn = 0, snh = 0, shh = 0, snt = 0, sht = 0;
+    for (int i = 0; i < nr; i++) {
+        meas[i] = s_range_time(&k, ranges[i][0], ranges[i][1], reps);
+        double n = ranges[i][1] - ranges[i][0], h = ranges[i][1] == k.L;
+        snn += n * n, snh += n * h, shh += h * h, snt += n * meas[i], sht += h * meas[i];
+    }
+    double det = snn * shh - snh * snh;
+    double ta = det != 0 ? (snt * shh - sht * snh) / det : snt / snn;
+    double th = det != 0 ? (snn * sht - snh * snt) / det : 0;
+    if (th < 0) th = 0, ta = snt / snn;
+    plan_cluster_t u = *c; // FLOP counts with calibration factors 1
+    u.calib_block = u.calib_head = 1;
+    double tok = (double)bt, fb = plan_block_flops(&u) * tok, fh = plan_head_flops(&u) * tok;
+    double v = fb / ta, calib_head = th * v / fh;
+    char x1[32];
+    printf("  fitted: block fwd+bwd %s (%s FLOP each: %s), head fwd+bwd %s (calib_head %.3f)\n",
+           s_time(ta, a, sizeof a), s_si(fb, "", b, sizeof b), s_si(v, "FLOP/s", x1, sizeof x1),
+           s_time(th, err, 32), calib_head);
+    printf("  %-14s %-12s %-12s %s\n", "stage blocks", "measured", "model", "error");
     double sum_err = 0;
     for (int i = 0; i < nr; i++) {
         int l0 = ranges[i][0], l1 = ranges[i][1];
-        double meas = s_range_time(&k, l0, l1, reps);
-        double pred = ((l1 - l0) * fb + (l1 == k.L ? calib_head * fh : 0)) / v;
-        double e = (pred - meas) / meas;
+        double pred = (l1 - l0) * ta + (l1 == k.L ? th : 0);
+        double e = (pred - meas[i]) / meas[i];
         sum_err += fabs(e);
         char r[32];
         snprintf(r, sizeof r, "%d-%d", l0, l1 - 1);
-        printf("  %-14s %-12s %-12s %+.1f%%\n", r, s_time(meas, a, sizeof a), s_time(pred, b, sizeof b), 100 * e);
+        printf("  %-14s %-12s %-12s %+.1f%%\n", r, s_time(meas[i], a, sizeof a), s_time(pred, b, sizeof b), 100 * e);
     }
-    printf("  mean absolute error of single-stage times: %.1f%%\n", 100 * sum_err / nr);
-    printf("  declare for this machine: flops = %.4g (with calib_block = 1), calib_head = %.3f\n", v, calib_head);
+    printf("  mean absolute error of the model on single-stage times: %.1f%% (%d ranges)\n", 100 * sum_err / nr, nr);
+    printf("  declare for this machine: flops = %.4g (calib_block = 1), calib_head = %.3f\n", v, calib_head);
 
-    // Loopback link: α from a 1-byte round trip, β from a message of one boundary's activations.
+    // Loopback link: α and β fitted to one-way times of messages from 1 byte to 16 boundary messages.
     void *ctx = zmq_ctx_new();
     void *pa = zmq_socket(ctx, ZMQ_PAIR), *pb = zmq_socket(ctx, ZMQ_PAIR);
     char ep[128];
     size_t epl = sizeof ep;
     int rc = 1;
     size_t msg = btc * sizeof(float);
-    char *buf = malloc(4 * msg + 1);
+    char *buf = malloc(16 * msg + 1);
     if (buf && zmq_bind(pa, "tcp://127.0.0.1:*") == 0 && zmq_getsockopt(pa, ZMQ_LAST_ENDPOINT, ep, &epl) == 0 &&
         zmq_connect(pb, ep) == 0) {
-        memset(buf, 1, 4 * msg + 1);
-        double alpha = s_loop_time(pa, pb, 1, 50, buf);
-        double t1 = s_loop_time(pa, pb, msg, 10, buf);
-        double beta = msg / fmax(t1 - alpha, 1e-9);
-        double t4 = s_loop_time(pa, pb, 4 * msg, 10, buf);
-        double p4 = alpha + 4 * msg / beta;
-        printf("loopback link (ZeroMQ over 127.0.0.1): latency %s, bandwidth %s (from %s messages)\n",
-               s_time(alpha, a, sizeof a), s_si(beta, "B/s", b, sizeof b), s_si((double)msg, "B", err, 32));
-        printf("  a %s message: measured %s, predicted %s (%+.1f%%)\n", s_si(4.0 * msg, "B", err, 32),
-               s_time(t4, a, sizeof a), s_time(p4, b, sizeof b), 100 * (p4 - t4) / t4);
+        memset(buf, 1, 16 * msg + 1);
+        size_t sizes[] = {1, msg / 4 ? msg / 4 : 1, msg, 4 * msg, 16 * msg};
+        // Least squares on relative errors (weights 1/t²), so the small messages count as much.
+        double ts[5], sw = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
+        for (int i = 0; i < 5; i++) {
+            ts[i] = s_loop_time(pa, pb, sizes[i], i == 0 ? 50 : 10, buf);
+            double xx = (double)sizes[i], w = 1 / (ts[i] * ts[i]);
+            sw += w, sx += w * xx, sy += w * ts[i], sxx += w * xx * xx, sxy += w * xx * ts[i];
+        }
+        double slope = (sw * sxy - sx * sy) / (sw * sxx - sx * sx), alpha = (sy - slope * sx) / sw;
+        if (alpha < 0) alpha = ts[0];
+        double beta = 1 / slope;
+        printf("loopback link (ZeroMQ PAIR over 127.0.0.1): fitted latency %s, bandwidth %s\n",
+               s_time(alpha, a, sizeof a), s_si(beta, "B/s", b, sizeof b));
+        for (int i = 0; i < 5; i++) {
+            double p = alpha + (double)sizes[i] / beta;
+            printf("  %-10s measured %-11s model %-11s %+.1f%%\n", s_si((double)sizes[i], "B", x1, sizeof x1),
+                   s_time(ts[i], a, sizeof a), s_time(p, b, sizeof b), 100 * (p - ts[i]) / ts[i]);
+        }
         rc = 0;
     } else {
         fprintf(stderr, "loco plan: --calibrate: loopback link: %s\n", zmq_strerror(zmq_errno()));
@@ -483,11 +496,10 @@ int cmd_plan(int argc, char **argv) {
             len += (size_t)n;
             // Parse after each one so an error names the --set that caused it.
             if (plan_cluster_parse(text, len, file, &c, err, sizeof err) != 0) {
-                const char *why = strstr(err, ": ");
-                const char *why2 = why ? strstr(why + 2, ": ") : NULL;
+                const char *why = strstr(err, ": "); // after "FILE:LINE"
                 char *nl = strchr(err, '\n');
                 if (nl) *nl = '\0';
-                fprintf(stderr, "loco plan: --set %s: %s\n", sets[i], why2 ? why2 + 2 : why ? why + 2 : err);
+                fprintf(stderr, "loco plan: --set %s: %s\n", sets[i], why ? why + 2 : err);
                 free(text);
                 return 2;
             }

@@ -990,7 +990,11 @@ void plan_to_file(const plan_cluster_t *c, const plan_layout_t *l, const plan_ev
             int nic = 0;
             if (s > 0) nic = plan_link(c, l->slot[s - 1][r], a).nic_b;
             else if (l->S > 1) nic = plan_link(c, a, l->slot[1][r]).nic_a;
-            if (nic < 0) nic = 0;
+            if (l->S == 1 || nic < 0) { // no pipeline link: the first NIC that reaches every island
+                nic = 0;
+                for (int k = cn->n_nics - 1; k >= 0; k--)
+                    if (!cn->nic[k].local) nic = k;
+            }
             snprintf(n->endpoint, sizeof n->endpoint, "%s", cn->nic[nic].endpoint);
         }
     if (e && e->feasible) {

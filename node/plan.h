@@ -152,7 +152,8 @@ int plan_split(const plan_cluster_t *c, plan_layout_t *l, char *err, size_t errl
 void plan_even_cuts(int L, int S, int *cut);
 
 // Fills a plan file from a layout: names, ids, stage, replica and each node's pipeline endpoint (the
-// NIC its incoming activations use; for stage 0, its link to stage 1; alone, its first NIC).
+// NIC its incoming activations use; for stage 0, its link to stage 1; with one stage, its first
+// NIC that is not island-local).
 void plan_to_file(const plan_cluster_t *c, const plan_layout_t *l, const plan_eval_t *e, plan_t *p);
 
 #endif

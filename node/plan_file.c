@@ -63,7 +63,7 @@ static int s_name_ok(const char *s) {
 }
 
 // "tcp://host:port" with a port in 1..65535 and no blanks.
-static int s_endpoint_ok(const char *e) {
+int plan_endpoint_ok(const char *e) {
     if (strncmp(e, "tcp://", 6) != 0) return 0;
     const char *host = e + 6, *colon = strrchr(host, ':');
     if (!colon || colon == host) return 0;
@@ -134,7 +134,7 @@ int plan_validate(const plan_t *p, char *err, size_t errlen) {
             s_errf(err, errlen, "node %d: name must be 1-%zu characters of [A-Za-z0-9._-]", i, sizeof n->name - 1);
             return -1;
         }
-        if (!memchr(n->endpoint, '\0', sizeof n->endpoint) || !s_endpoint_ok(n->endpoint)) {
+        if (!memchr(n->endpoint, '\0', sizeof n->endpoint) || !plan_endpoint_ok(n->endpoint)) {
             s_errf(err, errlen, "node %s: endpoint must be tcp://host:port (port 1-65535)", n->name);
             return -1;
         }
@@ -292,7 +292,7 @@ static int s_line(plan_t *p, char **tok, int nt, unsigned *seen, char *why, size
     if (s_int(tok[3], "node stage", 0, PLAN_MAX_STAGES - 1, &n->stage, why, wl) ||
         s_int(tok[4], "node replica", 0, PLAN_MAX_NODES - 1, &n->replica, why, wl))
         return -1;
-    if (strlen(tok[5]) >= sizeof n->endpoint || !s_endpoint_ok(tok[5])) {
+    if (strlen(tok[5]) >= sizeof n->endpoint || !plan_endpoint_ok(tok[5])) {
         snprintf(why, wl, "node %s: endpoint '%.60s' is not tcp://host:port (port 1-65535, at most %zu characters)",
                  n->name, tok[5], sizeof n->endpoint - 1);
         return -1;

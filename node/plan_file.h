@@ -78,5 +78,7 @@ void plan_hash(const plan_t *p, uint8_t out[32]);
 int plan_find(const plan_t *p, const uint8_t id[32]);
 // Number of replicas of stage s.
 int plan_replicas(const plan_t *p, int s);
+// 1 when e is an endpoint a plan accepts: tcp://host:port, port 1-65535, no blanks; else 0.
+int plan_endpoint_ok(const char *e);
 
 #endif

@@ -450,9 +450,9 @@ int plan_cluster_parse(const char *text, size_t len, const char *source, plan_cl
                         snprintf(why, sizeof why, "nic: name '%s' must be 1-%zu characters of [A-Za-z0-9._-]", tok[0],
                                  sizeof nic->name - 1);
                         rc = -1;
-                    } else if (strncmp(tok[1], "tcp://", 6) != 0 || !strrchr(tok[1] + 6, ':') ||
-                               strlen(tok[1]) >= sizeof nic->endpoint) {
-                        snprintf(why, sizeof why, "nic %s: endpoint '%s' is not tcp://host:port", tok[0], tok[1]);
+                    } else if (!plan_endpoint_ok(tok[1]) || strlen(tok[1]) >= sizeof nic->endpoint) {
+                        snprintf(why, sizeof why, "nic %s: endpoint '%.200s' is not tcp://host:port (port 1-65535)",
+                                 tok[0], tok[1]);
                         rc = -1;
                     } else if (s_quantity(tok[2], s_bw_units, "bandwidth", &nic->bw, why, sizeof why) != 0 ||
                                s_quantity(tok[3], s_time_units, "latency", &nic->lat, why, sizeof why) != 0) {
@@ -496,6 +496,23 @@ int plan_cluster_parse(const char *text, size_t len, const char *source, plan_cl
             return -1;
         }
     }
+    // Two nodes with one peer id, or one endpoint, are a copy-paste slip the plan file would refuse.
+    for (int i = 0; i < c->n_nodes; i++)
+        for (int j = 0; j < i; j++) {
+            const plan_cnode_t *x = &c->node[i], *y = &c->node[j];
+            if (x->has_id && y->has_id && !memcmp(x->id, y->id, 32)) {
+                snprintf(err, errlen, "%s:%d: nodes %s and %s have the same peer id", source, node_line[i], y->name,
+                         x->name);
+                return -1;
+            }
+            for (int a = 0; a < x->n_nics; a++)
+                for (int b = 0; b < y->n_nics; b++)
+                    if (!strcmp(x->nic[a].endpoint, y->nic[b].endpoint)) {
+                        snprintf(err, errlen, "%s:%d: node %s's NIC %s has node %s's endpoint %.150s", source,
+                                 node_line[i], x->name, x->nic[a].name, y->name, x->nic[a].endpoint);
+                        return -1;
+                    }
+        }
     // Every pair of islands with nodes needs a declared link (a missing one is almost always a typo).
     for (int a = 0; a < c->n_islands; a++)
         for (int b = a + 1; b < c->n_islands; b++) {
