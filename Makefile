@@ -3,6 +3,7 @@
 #   make test         every test (unit, integration, PyTorch reference, fuzz corpus replay)
 #   make test-long    the slow scenarios
 #   make check        the tests under SANITIZE=address,undefined
+#   make install      PREFIX=/usr/local [DESTDIR=]: binary, systemd unit, man page
 #   make bench        the benchmarks (tests/bench)
 #   make clean
 # Switches: SANITIZE=address,undefined  CUDA=1  V=1  NATIVE=0 (portable, no -march=native)
@@ -146,3 +147,15 @@ demo: $(BIN)
 	@echo "--- a sample from peer 0's model:"
 	@$(BIN) sample --checkpoint build/swarm/peer-0/checkpoints --prompt "The " --tokens 300 --seed 1
 .PHONY: demo
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the binary, the systemd unit (deploy/loco.service,
+# its ExecStart pointed at PREFIX/bin/loco; systemd reads PREFIX/lib/systemd/system for
+# /usr/local and /usr) and the man page. Builds the binary first if it is out of date.
+PREFIX ?= /usr/local
+install: $(BIN)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/loco
+	sed 's|/usr/local/bin/loco|$(PREFIX)/bin/loco|g' deploy/loco.service >$(DESTDIR)$(PREFIX)/lib/systemd/system/loco.service
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/loco.service
+	install -m 0644 docs/loco.1 $(DESTDIR)$(PREFIX)/share/man/man1/loco.1
+.PHONY: install

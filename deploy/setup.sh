@@ -11,6 +11,8 @@ pkgs=(
     python3-torch python3-numpy                 # the reference implementation in tests and benchmarks
     fortunes                                    # the default corpus
     gnuplot-nox                                 # loco plot draws metrics with it (tests/integration/test_plot.sh)
+    systemd groff-base                          # test_deploy.sh: systemd-analyze verify of deploy/loco.service (the
+                                                #   package only, not systemd-sysv: the init system stays), man page render
     iproute2 procps time                        # network namespaces for WAN tests; ps/time for benchmarks
     clang libclang-rt-14-dev libomp-14-dev      # fuzzing (make fuzz)
     prometheus curl                             # tests/integration/test_prometheus.sh scrapes a node with a real Prometheus

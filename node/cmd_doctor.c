@@ -23,6 +23,7 @@
 #include "net/fingerprint.h"
 #include "net/identity.h"
 #include "net/node.h"
+#include "net/ticket.h"
 #include "node/cli.h"
 #include "node/log.h"
 #include "node/run.h"
@@ -226,13 +227,16 @@ static int s_dial_back(net_node_t *n, const seed_t *s, const char *advertise, in
 }
 
 static int s_help(void) {
-    printf("usage: loco doctor -c FILE [--set section.key=value]... [--timeout-ms N] [--verbose]\n"
+    printf("usage: loco doctor -c FILE [--set section.key=value]... [--timeout-ms N] [--offline] [--verbose]\n"
            "  Checks whether this node can join its run: the config, [node] key and its file mode, that\n"
            "  [net] listen can be bound, that each [bootstrap] seed answers, completes the CURVE handshake\n"
            "  and welcomes us with the same run (fingerprint), the round trip and a short bandwidth probe to\n"
            "  each, and whether a seed can dial back the advertised endpoint. Prints one line per check\n"
            "  (ok / warn / FAIL / skip, with advice on what to fix) and a verdict.\n"
            "  --timeout-ms N   deadline per seed for each step (default 5000)\n"
+           "  --offline        only the checks that need no network: the config, the key file, the\n"
+           "                   transport options, the ticket and the seeds' syntax (for config files\n"
+           "                   written for another machine, e.g. deploy/examples/)\n"
            "  --verbose        also print the transport's log lines (stderr)\n"
            "  Exit 0: the node can join; 1: it cannot; 2: usage or config error.\n"
            "  Run it while the node is stopped: it binds [net] listen itself.\n");
@@ -241,7 +245,7 @@ static int s_help(void) {
 
 int cmd_doctor(int argc, char **argv) {
     const char *file = NULL;
-    int timeout_ms = 5000, verbose = 0;
+    int timeout_ms = 5000, verbose = 0, offline = 0;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help")) return s_help();
         if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config") || !strcmp(argv[i], "--set")) {
@@ -258,6 +262,8 @@ int cmd_doctor(int argc, char **argv) {
             timeout_ms = (int)v;
         } else if (!strcmp(argv[i], "--verbose") || !strcmp(argv[i], "-v")) {
             verbose = 1;
+        } else if (!strcmp(argv[i], "--offline")) {
+            offline = 1;
         } else {
             return cli_usage_error("doctor", "unknown argument '%s'", argv[i]);
         }
@@ -326,6 +332,43 @@ int cmd_doctor(int argc, char **argv) {
         s_line(&t, "FAIL", "transport options: %s", err);
         printf("verdict: cannot join — fix the config error above\n");
         return 2;
+    }
+
+    // --- ticket: signed by [run] authority, for this run and this peer id, not expired.
+    if (no.admission == NET_ADMIT_TICKET && !no.has_ticket) {
+        s_line(&t, "warn", "ticket: [run] admission = ticket but [node] ticket is not set — peers admit this node only "
+               "if their [run] allow lists its id; ask the run's authority for a ticket (loco admit)");
+    } else if (no.has_ticket) {
+        net_ticket_t tk;
+        char why[300], idhex[NET_ID_HEX];
+        net_id_to_hex(no.identity.pk, idhex);
+        net_ticket_status_t ts = NET_TICKET_MALFORMED;
+        if (net_ticket_decode(&tk, no.ticket, sizeof no.ticket, why, sizeof why) == 0)
+            ts = net_ticket_verify(&tk, no.has_authority ? no.authority : tk.authority, fp, no.identity.pk,
+                                   (uint64_t)time(NULL), why, sizeof why);
+        if (ts == NET_TICKET_OK && !no.has_authority)
+            s_line(&t, "warn", "ticket: valid, but [run] admission is not ticket, so peers do not ask for it");
+        else if (ts == NET_TICKET_OK)
+            s_line(&t, "ok", "ticket (signed by the run authority for this id and run%s)",
+                   tk.expires ? ", with an expiry" : ", no expiry");
+        else
+            s_line(&t, "FAIL", "ticket [node] ticket: %s — ask the run's authority for a new one: loco admit -c RUN.ini "
+                   "--authority-key FILE --id %s", why, idhex);
+    }
+
+    if (offline) {
+        int bad_seeds = 0;
+        for (int i = 0; i < cfg.seeds.n; i++) {
+            uint8_t sid[32];
+            char sep[256];
+            if (net_peer_addr_parse(cfg.seeds.item[i], sid, sep, sizeof sep, err, sizeof err) != 0 && ++bad_seeds)
+                s_line(&t, "FAIL", "seed %s: %s — write it as ID@tcp://host:port (the id from the seed's KEY.pub)",
+                       cfg.seeds.item[i], err);
+        }
+        s_line(&t, "skip", "listen, seeds, reachability: --offline (%d seed(s) well-formed)", cfg.seeds.n - bad_seeds);
+        if (t.fail) printf("verdict: the config cannot be used — %d check(s) failed; fix the FAIL lines above\n", t.fail);
+        else printf("verdict: the config and key are usable (offline checks only: %d ok, %d warning(s))\n", t.ok, t.warn);
+        return t.fail ? 1 : 0;
     }
 
     // --- listen
