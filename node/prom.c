@@ -99,6 +99,7 @@ size_t prom_escape_help(const char *in, char *out, size_t outlen) {
 }
 
 void prom_format_value(double v, char *out, size_t outlen) {
+    if (!out || outlen == 0) return;
     if (isnan(v)) {
         snprintf(out, outlen, "NaN");
         return;

@@ -364,16 +364,20 @@ char *telemetry_status(prom_t *p, int json) {
         char a[64], b[64], c[64], d[64];
         s_duration(a, sizeof a, uptime);
         fprintf(f, "peer %s  run '%s' (%s)  pid %s  up %s\n", peer, run, algo, pid, a);
-        fprintf(f, "step %s/%s  loss %s", s_num(a, sizeof a, "%.0f", step), s_num(b, sizeof b, "%.0f", steps),
-                s_num(c, sizeof c, "%.4f", loss));
-        if (isfinite(vloss)) fprintf(f, "  val_loss %.4f", vloss);
-        fprintf(f, "  tokens/s %s  utilisation %s\n", s_num(a, sizeof a, "%.0f", tps),
-                s_num(b, sizeof b, "%.1f%%", util * 100));
-        if (isfinite(round)) {
-            fprintf(f, "outer round %.0f (%.0f outer steps here)  group %.0f of %.0f: %s  exchange %s s on average\n",
-                    round, outer_steps, gcontrib, gsize, group, s_num(a, sizeof a, "%.2f", ex_n > 0 ? ex_sum / ex_n : NAN));
+        if (steps == 0) {
+            fprintf(f, "not training ([train] steps = 0): membership only\n");
         } else {
-            fprintf(f, "outer round - (no outer step yet)\n");
+            fprintf(f, "step %s/%s  loss %s", s_num(a, sizeof a, "%.0f", step), s_num(b, sizeof b, "%.0f", steps),
+                    s_num(c, sizeof c, "%.4f", loss));
+            if (isfinite(vloss)) fprintf(f, "  val_loss %.4f", vloss);
+            fprintf(f, "  tokens/s %s  utilisation %s\n", s_num(a, sizeof a, "%.0f", tps),
+                    s_num(b, sizeof b, "%.1f%%", util * 100));
+            if (isfinite(round))
+                fprintf(f, "outer round %.0f (%.0f outer steps here)  group %.0f of %.0f: %s  exchange %s s on average\n",
+                        round, outer_steps, gcontrib, gsize, group,
+                        s_num(a, sizeof a, "%.2f", ex_n > 0 ? ex_sum / ex_n : NAN));
+            else
+                fprintf(f, "outer round - (no outer step yet)\n");
         }
         fprintf(f, "members %.0f alive, %.0f suspect, %.0f dead, %.0f left\n", mem[0], mem[1], mem[2], mem[3]);
         for (int dir = 0; dir < 2; dir++) {
