@@ -57,6 +57,7 @@ typedef struct {
     void *dealer;               // NULL until first needed
     uint8_t curve[32];
     int dead;
+    uint64_t dead_ms;           // when it was taken for dead
     uint64_t heard_ms;          // last valid message from it
     uint32_t gone_seen;
     int has_end;
@@ -65,6 +66,7 @@ typedef struct {
     uint32_t done_from;         // this step: its micro-batches completed here
     uint32_t done_to;           // this step: our micro-batches it completed
     int wgrad_got;              // stage 0: its WGRAD of this step arrived
+    uint64_t ahead;             // 1 + the highest step of an ACT/END it sent us (0: none yet)
 } peer_t;
 
 struct pipe_t {
@@ -143,6 +145,7 @@ static int s_finite(const float *x, size_t n) {
 static void s_mark_dead(pipe_t *p, int i, const char *why) {
     if (p->peers[i].dead) return;
     p->peers[i].dead = 1;
+    p->peers[i].dead_ms = s_mono_ms();
     p->st.dead_marks++;
     log_warn("pipe", "stage %d replica %d (%s) taken for dead: %s", p->plan->nodes[i].stage, p->plan->nodes[i].replica,
              s_name(p, i), why);
@@ -359,9 +362,9 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
             }
         }
     }
-    // The step: a finished one is stale; a node may run at most two steps ahead of us (it finishes
-    // a step only once its next stage — we, or a replica of ours — answered it).
-    if (step < p->step || step > p->step + 2) {
+    // The step: a finished one is stale. A node runs at most a step or two ahead of us (it finishes
+    // a step only once its next stage answered it), more only while it takes us for dead.
+    if (step < p->step || step > p->step + 8) {
         s_drop(p, PIPE_DROP_STALE, from, "%s for step %llu at step %llu", s_type_name(type), (unsigned long long)step,
                (unsigned long long)p->step);
         return;
@@ -394,6 +397,7 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
         for (size_t i = 0; i < p->tok_n; i++) e->tg[i] = (int32_t)net_get_u32(tg + 4 * i);
         e->step = step, e->origin = origin, e->mb = mb, e->from = from;
         p->npend++;
+        if (step + 1 > q->ahead) q->ahead = step + 1;
         return;
     }
     case PIPE_MSG_GRAD:
@@ -409,6 +413,7 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
                (unsigned long long)step, origin, mb);
         return;
     case PIPE_MSG_END:
+        if (step + 1 > q->ahead) q->ahead = step + 1;
         q->has_end = 1;
         q->end_step = step;
         q->end_count = count;
@@ -419,8 +424,9 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
                    (unsigned long long)p->step, q->wgrad_got ? " (a repeat)" : "");
             return;
         }
-        for (size_t i = 0; i < p->wte_n; i++) p->wgrad_sum[i] += f1[i];
         q->wgrad_got = 1;
+        if (count == 0) return; // it processed no micro-batch this step: nothing to add
+        for (size_t i = 0; i < p->wte_n; i++) p->wgrad_sum[i] += f1[i];
         p->wgrad_n++;
         return;
     case PIPE_MSG_WTE:
@@ -496,10 +502,15 @@ static void s_check_gone(pipe_t *p) {
 // trying the others when one is not connected. The slot is then waiting, or stays unsent.
 static void s_route(pipe_t *p, slot_t *s) {
     int cand[PLAN_MAX_NODES], nc = 0;
+    uint64_t now = s_mono_ms(), probation = 4 * (uint64_t)p->o.timeout_ms;
     for (int pass = 0; pass < 2 && nc == 0; pass++) // when all are taken for dead, try them anyway
-        for (int i = 0; i < p->plan->n_nodes; i++)
-            if (p->plan->nodes[i].stage == p->stage + 1 && (pass || (!p->peers[i].dead && i != s->exclude)))
-                cand[nc++] = i;
+        for (int i = 0; i < p->plan->n_nodes; i++) {
+            const peer_t *q = &p->peers[i];
+            // A node taken for dead gets a micro-batch again after a while (a killed one is not
+            // connected, so the send fails at once; one that answers is back).
+            int usable = !q->dead || now - q->dead_ms > probation;
+            if (p->plan->nodes[i].stage == p->stage + 1 && (pass || (usable && i != s->exclude))) cand[nc++] = i;
+        }
     const float *out = gpt_range_output(s->m);
     while (nc > 0) {
         int k = (int)rng_below(&p->rng, (uint64_t)nc);
@@ -512,6 +523,7 @@ static void s_route(pipe_t *p, slot_t *s) {
                 log_info("pipe", "step %llu micro-batch %u/%u rerouted from %s to %s", (unsigned long long)s->step,
                          s->origin, s->mb, s_name(p, s->exclude), s_name(p, j));
             }
+            if (p->peers[j].dead) p->peers[j].dead_ms = s_mono_ms(); // on probation: next try after another while
             s->to = j;
             s->exclude = -1;
             s->state = SL_WAIT;
@@ -637,11 +649,15 @@ static int s_step_done(pipe_t *p) {
     if (p->stage == 0) return p->issued == p->M;
     for (int k = 0; k < p->npend; k++)
         if (p->pend[k].step == p->step) return 0;
+    // An upstream node is through with this step when it sent END for it and we did all it counted,
+    // or when it already sent us something of a later step (one connection keeps order, so nothing
+    // of this step can still be on its way from it: this covers an END lost while we were not yet
+    // connected, and lets a node that fell behind catch up).
     int ended = 0, waiting = -1;
     for (int i = 0; i < p->plan->n_nodes; i++) {
         if (p->plan->nodes[i].stage != p->stage - 1) continue;
         peer_t *q = &p->peers[i];
-        if (q->has_end && q->end_step == p->step && q->done_from >= q->end_count) ended++;
+        if ((q->has_end && q->end_step == p->step && q->done_from >= q->end_count) || q->ahead > p->step + 1) ended++;
         else if (!q->dead) waiting = i;
     }
     if (!ended) return 0; // nothing to step on yet (every upstream node is taken for dead, or none ended)
@@ -650,6 +666,18 @@ static int s_step_done(pipe_t *p) {
     if (s_mono_ms() - p->peers[waiting].heard_ms > (uint64_t)p->o.timeout_ms)
         s_mark_dead(p, waiting, "silent while its replicas ended the step");
     return 0;
+}
+
+// Every upstream node taken for dead (or gone) for three timeouts, and nothing of ours in flight.
+static int s_upstream_gone(const pipe_t *p) {
+    if (s_slot_busy(p) || p->npend) return 0;
+    uint64_t now = s_mono_ms();
+    for (int i = 0; i < p->plan->n_nodes; i++) {
+        const peer_t *q = &p->peers[i];
+        if (p->plan->nodes[i].stage == p->stage - 1 && (!q->dead || now - q->dead_ms < 3 * (uint64_t)p->o.timeout_ms))
+            return 0;
+    }
+    return 1;
 }
 
 static void s_scale(float *g, size_t n, float k) {
@@ -702,6 +730,11 @@ int pipe_grads(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop) {
         }
         s_timeouts(p);
         if (s_step_done(p)) break;
+        if (p->stage > 0 && !worked && s_upstream_gone(p)) {
+            log_info("pipe", "step %llu: every node of stage %d is gone: this stage stops", (unsigned long long)p->step,
+                     p->stage - 1);
+            return 2;
+        }
         if (!worked) {
             uint64_t w0 = s_mono_ms();
             s_recv(p, 5);
@@ -721,10 +754,11 @@ int pipe_grads(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop) {
     float k = p->nproc ? 1.0f / (float)p->nproc : 0.0f;
     s_scale(t->model->grads + p->off, p->len, k);
     t->loss = p->nproc ? (float)(p->loss_sum / p->nproc) : NAN;
-    if (p->S > 1 && p->stage == p->S - 1) { // the head's part of the tied wte goes to stage 0
+    if (p->nproc == 0) log_info("pipe", "step %llu: no micro-batch came here", (unsigned long long)p->step);
+    if (p->S > 1 && p->stage == p->S - 1) { // the head's part of the tied wte goes to stage 0 (count 0: none)
         s_scale(t->model->grads, p->wte_n, k);
         p->wte_from = s_partner(p, p->self);
-        s_post(p, p->wte_from, PIPE_MSG_WGRAD, p->step, 0, 0, 0, 0.0f, t->model->grads, p->wte_n * 4);
+        s_post(p, p->wte_from, PIPE_MSG_WGRAD, p->step, 0, 0, (uint32_t)p->nproc, 0.0f, t->model->grads, p->wte_n * 4);
     } else if (p->S > 1 && p->stage == 0) { // add the head parts of the last-stage nodes we partner
         uint64_t t0 = s_mono_ms();
         for (;;) {
@@ -758,16 +792,18 @@ int pipe_grads(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop) {
 int pipe_apply(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop) {
     const loco_config_t *c = &t->cfg;
     float *g = t->model->grads + p->off, *w = t->model->params + p->off;
-    t->grad_norm = optim_clip_grad_norm(g, p->len, c->grad_clip);
     t->lr = optim_lr_schedule(t->step, (uint64_t)c->warmup, (uint64_t)c->steps, c->lr, c->lr_min);
-    // AdamW over the stage's range: a view into the trainer's moments (the checkpoint keeps them all).
-    optim_adamw_t view = *t->opt;
-    view.n = p->len;
-    view.m = t->opt->m + p->off;
-    view.v = t->opt->v + p->off;
-    view.decay = t->opt->decay + p->off;
-    optim_adamw_update(&view, w, g, t->lr);
-    t->opt->step = view.step;
+    if (p->nproc > 0) { // with no micro-batch there is nothing to learn from: only the counter moves
+        t->grad_norm = optim_clip_grad_norm(g, p->len, c->grad_clip);
+        // AdamW over the stage's range: a view into the trainer's moments (the checkpoint keeps them all).
+        optim_adamw_t view = *t->opt;
+        view.n = p->len;
+        view.m = t->opt->m + p->off;
+        view.v = t->opt->v + p->off;
+        view.decay = t->opt->decay + p->off;
+        optim_adamw_update(&view, w, g, t->lr);
+        t->opt->step = view.step;
+    }
     if (p->S > 1 && p->stage == 0) {
         for (int j = 0; j < p->plan->n_nodes; j++)
             if (p->plan->nodes[j].stage == p->S - 1 && !p->peers[j].dead && s_partner(p, j) == p->self)
@@ -776,9 +812,9 @@ int pipe_apply(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop) {
         uint64_t t0 = s_mono_ms();
         while (p->wte_got != p->step + 1) {
             if (*stop) return 1;
-            if (s_mono_ms() - t0 > (uint64_t)p->o.timeout_ms) {
+            if (s_mono_ms() - t0 > 2 * (uint64_t)p->o.timeout_ms) { // stage 0 may wait timeout_ms for a WGRAD first
                 p->st.wte_missing++;
-                s_mark_dead(p, p->wte_from, "no updated wte within the timeout");
+                s_mark_dead(p, p->wte_from, "no updated wte within twice the timeout");
                 break;
             }
             uint64_t w0 = s_mono_ms();
@@ -988,10 +1024,14 @@ int pipe_train(pipe_t *p, trainer_t *t, metrics_t *mx, volatile sig_atomic_t *st
     train_ctx_init(&x, t, mx, stop);
     uint64_t total = (uint64_t)t->cfg.steps;
     size_t tok = (size_t)p->B * p->T * (size_t)p->M;
-    int rc = 0;
+    int rc = 0, ended = 0;
     while (t->step < total && !*stop) {
         double t0 = metrics_mono();
         int r = pipe_step(p, t, stop);
+        if (r == 2) { // the stages before this one are gone: the run is over for it
+            ended = 1;
+            break;
+        }
         if (r != 0) {
             rc = r < 0;
             break;
@@ -1011,7 +1051,7 @@ int pipe_train(pipe_t *p, trainer_t *t, metrics_t *mx, volatile sig_atomic_t *st
         }
     }
     char err[1536];
-    if (rc == 0 && t->step >= total && train_save(t, &x, err, sizeof err) != 0) {
+    if (rc == 0 && (t->step >= total || ended) && train_save(t, &x, err, sizeof err) != 0) {
         log_error("train", "checkpoint failed: %s", err);
         rc = 1;
     }

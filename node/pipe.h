@@ -139,9 +139,11 @@ void pipe_range(const pipe_t *p, size_t *off, size_t *len);
 
 // Runs the micro-batches of inner step t->step: afterwards t->model->grads holds this stage's
 // gradient over its range (stage 0: with the head's part of wte added), t->loss the mean loss of
-// the micro-batches that passed here. Returns 0, 1 when *stop was set, -1 on a failure (logged).
+// the micro-batches that passed here. Returns 0, 1 when *stop was set, 2 when every node of the
+// previous stage has been gone for three timeouts (the run is over for this stage), -1 on a failure.
 int pipe_grads(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop);
-// Clips, steps AdamW over the stage's range, exchanges the tied wte, advances t->step. 0, 1 stop.
+// Clips, steps AdamW over the stage's range (not when no micro-batch came here), exchanges the tied
+// wte, advances t->step. 0, or 1 when *stop was set.
 int pipe_apply(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop);
 // Both.
 int pipe_step(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop);

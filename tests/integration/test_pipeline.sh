@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Pipelined `loco run` on 127.0.0.1 (issue 9), tiny model, threads = 1:
+#  1. 2 stages, one node each, 1F1B: both finish [train] steps, the loss both stages log is the
+#     same every step and falls; the stages' logs name their block ranges.
+#  2. A node the plan does not name refuses to start, naming the plan; a node holding another plan
+#     is refused by the seed with the field that differs (pipeline.plan).
+#  3. Stage 1 with two replicas: micro-batches are routed to both; one replica is frozen (SIGSTOP)
+#     so the micro-batches it holds go unanswered: stage 0 takes it for dead and reroutes them to
+#     the other replica; it is then killed with -9, and training goes on to the end on the
+#     remaining replica (loss still falls).
+# Asserts on counters and events from the logs and metrics, never on durations (the timeouts only
+# catch hangs). Every process is killed by pid at the end.
+set -u
+cd "$(dirname "$0")/../.."
+BIN=${LOCO_BIN:-$PWD/${LOCO_BUILD:-build}/loco}
+PY=${PYTHON:-/usr/bin/python3}
+[ -x "$BIN" ] || { echo "no loco binary at $BIN"; exit 77; }
+W=$(mktemp -d /tmp/loco_it_pipe.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$W"; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; for f in "$W"/*/log*; do echo "--- $f"; grep -v "INFO  train: step" "$f" | tail -n 15; done; exit 1; }
+
+. tests/integration/lib_swarm.sh
+corpus_letters 4242 4000 "$W/text.txt"
+timeout 30 "$BIN" data --input "$W/text.txt" --out "$W/data" >/dev/null || fail "loco data"
+cat >"$W/base.ini" <<INI
+[run]
+name = pipe-test
+[model]
+layers = 2
+d_model = 32
+heads = 2
+seq_len = 32
+[train]
+data = $W/data
+steps = 60
+lr = 3e-3
+lr_min = 3e-4
+warmup = 5
+threads = 1
+eval_every = 0
+checkpoint_every = 0
+[gossip]
+period_ms = 200
+[pipeline]
+timeout_ms = 1500
+INI
+
+# keys DIR N: N identities under $W/DIR; fills ID[DIRi], P[DIRi] (gossip port) and Q[DIRi] (pipeline port).
+declare -A Q
+keys() {
+    mkdir -p "$W/$1"
+    for i in $(seq "$2"); do
+        "$BIN" keygen --out "$W/$1/k$i" >/dev/null || fail "keygen"
+        ID[$1$i]=$(awk '/^id =/ {print $3}' "$W/$1/k$i.pub")
+        P[$1$i]=$(port)
+        Q[$1$i]=$(port)
+    done
+}
+# start DIR i PLAN [args...]: `loco run` for identity i of DIR with the plan; peer 1 is the seed.
+start() {
+    local dir=$1 i=$2 plan=$3; shift 3
+    local seed=()
+    [ "$i" != 1 ] && seed=(--set "bootstrap.seed=${ID[${dir}1]}@tcp://127.0.0.1:${P[${dir}1]}")
+    "$BIN" run -c "$W/base.ini" --set node.key="$W/$dir/k$i" --set net.listen="tcp://127.0.0.1:${P[$dir$i]}" \
+        --set train.checkpoint_dir="$W/$dir/ck$i" --set node.peer_cache="$W/$dir/cache$i" \
+        --set train.metrics="$W/$dir/m$i.jsonl" --set pipeline.plan="$plan" "${seed[@]}" "$@" >"$W/$dir/log$i" 2>&1 &
+    PID[$dir$i]=$!
+    pids+=("$!")
+}
+# losses FILE: the step records' losses, one per line.
+losses() { grep '"kind":"step"' "$1" | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/'; }
+# falls FILE: mean loss of the last 10 steps is below that of the first 10 by 10%.
+falls() {
+    losses "$1" | awk '{ l[NR] = $1 } END { if (NR < 20) exit 1; a = 0; b = 0;
+        for (i = 1; i <= 10; i++) { a += l[i]; b += l[NR - 10 + i] }
+        printf "  loss first 10 steps %.4f, last 10 %.4f\n", a / 10, b / 10; exit !(b < 0.9 * a) }'
+}
+
+# --- 1. two stages ----------------------------------------------------------------------------
+keys a 3
+cat >"$W/plan2" <<PLAN
+loco-plan 1
+layers 2
+schedule 1f1b
+micro_batch 4
+micro_batches 4
+stage 0 0 1
+stage 1 1 2
+node s0 ${ID[a1]} 0 0 tcp://127.0.0.1:${Q[a1]}
+node s1 ${ID[a2]} 1 0 tcp://127.0.0.1:${Q[a2]}
+PLAN
+start a 1 "$W/plan2"
+start a 2 "$W/plan2"
+wait_all a 2 120
+grep -q "stage 0 of 2 (blocks 0..0)" "$W/a/log1" || fail "stage 0 does not say its blocks"
+grep -q "stage 1 of 2 (blocks 1..1)" "$W/a/log2" || fail "stage 1 does not say its blocks"
+grep -q "pipeline stage 0 replica 0: 60 steps, 240 forward / 240 backward" "$W/a/log1" || fail "stage 0 summary"
+grep -q "pipeline stage 1 replica 0: 60 steps, 240 forward / 240 backward" "$W/a/log2" || fail "stage 1 summary"
+[ "$(losses "$W/a/m1.jsonl" | wc -l)" = 60 ] || fail "stage 0 wrote $(losses "$W/a/m1.jsonl" | wc -l) step records"
+# Stage 0 learns each micro-batch's loss from its gradient message: the same figures as the last stage.
+diff <(losses "$W/a/m1.jsonl") <(losses "$W/a/m2.jsonl") >/dev/null || fail "stage 0 and stage 1 log different losses"
+echo "two stages:"
+falls "$W/a/m2.jsonl" || fail "the loss does not fall"
+echo "ok: 2-stage pipeline trains (60 steps, same loss on both stages)"
+
+# --- 2. refusals --------------------------------------------------------------------------------
+timeout 30 "$BIN" run -c "$W/base.ini" --set node.key="$W/a/k3" --set net.listen="tcp://127.0.0.1:$(port)" \
+    --set pipeline.plan="$W/plan2" --set node.peer_cache="$W/a/cache3" >"$W/a/log3" 2>&1
+rc=$?
+[ "$rc" != 0 ] || fail "a node the plan does not name started"
+grep -q "does not name this peer (${ID[a3]})" "$W/a/log3" || fail "no clear refusal for a node outside the plan"
+sed 's/micro_batches 4/micro_batches 2/' "$W/plan2" >"$W/plan2b"
+start a 1 "$W/plan2" --set train.steps=100000
+wait_for 20 "the seed listens" grep -q "peer .*, run 'pipe-test'" "$W/a/log1"
+timeout 30 "$BIN" run -c "$W/base.ini" --set node.key="$W/a/k2" --set net.listen="tcp://127.0.0.1:${P[a2]}" \
+    --set pipeline.plan="$W/plan2b" --set node.peer_cache="$W/a/cache2b" \
+    --set "bootstrap.seed=${ID[a1]}@tcp://127.0.0.1:${P[a1]}" >"$W/a/log2b" 2>&1
+grep -q "pipeline.plan" "$W/a/log2b" || fail "a node with another plan was not refused naming pipeline.plan"
+kill -9 "${PID[a1]}" 2>/dev/null
+wait "${PID[a1]}" 2>/dev/null
+echo "ok: a node outside the plan and a node with another plan are refused"
+
+# --- 3. replicas, a frozen then killed replica ---------------------------------------------------
+keys b 3
+cat >"$W/plan3" <<PLAN
+loco-plan 1
+layers 2
+schedule 1f1b
+micro_batch 4
+micro_batches 4
+stage 0 0 1
+stage 1 1 2
+node s0 ${ID[b1]} 0 0 tcp://127.0.0.1:${Q[b1]}
+node r0 ${ID[b2]} 1 0 tcp://127.0.0.1:${Q[b2]}
+node r1 ${ID[b3]} 1 1 tcp://127.0.0.1:${Q[b3]}
+PLAN
+for i in 1 2 3; do start b $i "$W/plan3" --set train.steps=400; done
+# Both replicas have taken micro-batches (in at least 3 steps each) before one is frozen.
+busy() { [ "$(cat "$W/b/m$1.jsonl" 2>/dev/null | grep -c '"micro_batches":[1-9]')" -ge 3 ]; }
+wait_for 90 "both replicas at work" eval "busy 2 && busy 3"
+kill -STOP "${PID[b3]}"
+wait_for 60 "stage 0 reroutes the frozen replica's micro-batches" grep -q "rerouted from r1 to r0" "$W/b/log1"
+kill -9 "${PID[b3]}"
+wait "${PID[b3]}" 2>/dev/null
+for i in 1 2; do
+    while kill -0 "${PID[b$i]}" 2>/dev/null; do
+        [ $SECONDS -gt 600 ] && fail "hang"
+        sleep 0.2
+    done
+    wait "${PID[b$i]}" || fail "replicas: node $i exited with $?"
+done
+sum=$(grep -o "pipeline stage 0 replica 0: .*" "$W/b/log1")
+echo "  $sum"
+echo "$sum" | grep -q "400 steps, 1600 forward / 1600 backward" || fail "stage 0 did not finish its micro-batches"
+rr=$(echo "$sum" | sed 's/.* \([0-9]*\) rerouted.*/\1/')
+[ "$rr" -ge 1 ] || fail "nothing rerouted"
+grep -q "taken for dead" "$W/b/log1" || fail "stage 0 never took the replica for dead"
+grep -q "pipeline stage 1 replica 0: 400 steps" "$W/b/log2" || fail "the remaining replica did not finish"
+echo "replicas:"
+falls "$W/b/m1.jsonl" || fail "the loss does not fall with a killed replica"
+echo "ok: replicas share the micro-batches; a frozen replica's micro-batches are rerouted ($rr), after kill -9 training goes on"
