@@ -17,6 +17,7 @@
 
 static int s_help(void) {
     printf("usage: loco plan -c CLUSTER.ini [--set section.key=value]... [--out PLAN] [--alternatives]\n"
+           "                 [--eval PLAN]\n"
            "                 [--replicas R] [--stages S] [--exhaustive-limit N]\n"
            "       loco plan -c CLUSTER.ini --calibrate [--threads N]\n"
            "  Places pipeline stages and DiLoCo/NoLoCo replicas on the nodes of CLUSTER.ini (nodes, islands,\n"
@@ -32,6 +33,8 @@ static int s_help(void) {
            "  --calibrate         measure this machine's fwd+bwd time per block and of the head (real CPU\n"
            "                      model, [model] and micro_batch of the file) and a loopback link; print the\n"
            "                      model's error and the flops / calib_head values to declare\n"
+           "  --eval PLAN         the cost model's figures for an existing plan file on this cluster (its nodes\n"
+           "                      named as in CLUSTER.ini; every stage with the same number of replicas)\n"
            "  Links are declared, not probed: `loco doctor` prints the round trip and bandwidth to each seed.\n"
            "  Exit 0 ok, 1 no feasible layout, 2 usage or description error.\n");
     return 0;
@@ -52,6 +55,7 @@ static const char *s_si(double v, const char *unit, char *buf, size_t len) {
 }
 
 static const char *s_time(double s, char *buf, size_t len) {
+    if (fabs(s) < 5e-8) s = 0; // no "-0.0 us" from rounding
     if (!isfinite(s)) snprintf(buf, len, "inf");
     else if (s >= 1) snprintf(buf, len, "%.3f s", s);
     else if (s >= 1e-3) snprintf(buf, len, "%.2f ms", s * 1e3);
@@ -67,6 +71,9 @@ static double s_cross_bytes(const plan_cluster_t *c, const plan_layout_t *l, con
     for (int s = 0; s + 1 < l->S; s++)
         for (int r = 0; r < l->R; r++)
             if (c->node[l->slot[s][r]].island != c->node[l->slot[s + 1][r]].island) b += e->act_bytes_link_step;
+    for (int r = 0; l->S > 1 && r < l->R; r++) // the tied embedding's gradient and new value
+        if (c->node[l->slot[0][r]].island != c->node[l->slot[l->S - 1][r]].island)
+            b += 2.0 * 4.0 * c->model.vocab * c->model.d_model;
     for (int s = 0; s < l->S && l->R > 1; s++) {
         int cnt[PLAN_MAX_ISLANDS] = {0}, spans = 0;
         for (int r = 0; r < l->R; r++) cnt[c->node[l->slot[s][r]].island]++;
@@ -134,6 +141,7 @@ static void s_print_layout(const plan_cluster_t *c, const plan_layout_t *l, cons
         return;
     }
     printf("predicted: step %s = pipeline %s", s_time(e->step_s, a, sizeof a), s_time(e->makespan_s, b, sizeof b));
+    if (l->S > 1) printf(" + tied-embedding sync %s", s_time(e->wte_s, d, sizeof d));
     if (l->R > 1)
         printf(" + exposed exchange %s (slowest stage exchange %s every %d step%s, overlap %s)",
                s_time(e->exposed_s, d, sizeof d), s_time(e->exchange_s, f, sizeof f), c->inner_steps,
@@ -193,8 +201,8 @@ static void s_print_alternatives(const plan_cluster_t *c, const plan_layout_t *b
         a->ok = plan_search(c, &searched[i].o, &a->l, &a->e, NULL, a->why, sizeof a->why) == 0;
     }
     printf("\nalternatives (same cost model):\n");
-    printf("%-40s %-6s %-10s %-10s %-10s %-12s %-9s %s\n", "layout", "R x S", "step", "pipeline", "exposed",
-           "tokens/s", "vs chosen", "bytes across islands/step");
+    printf("%-40s %-6s %-10s %-10s %-10s %-10s %-12s %-9s %s\n", "layout", "R x S", "step", "pipeline", "wte sync",
+           "exposed", "tokens/s", "vs chosen", "bytes across islands/step");
     for (int i = 0; i < n; i++) {
         a = &alts[i];
         char rs[16], x[32], y[32], z[32], w[32], v[32];
@@ -203,8 +211,9 @@ static void s_print_alternatives(const plan_cluster_t *c, const plan_layout_t *b
             printf("%-40s %-6s infeasible: %s\n", a->name, a->ok ? rs : "-", a->ok ? a->e.why : a->why);
             continue;
         }
-        printf("%-40s %-6s %-10s %-10s %-10s %-12s %-9.3f %s\n", a->name, rs, s_time(a->e.step_s, x, sizeof x),
-               s_time(a->e.makespan_s, y, sizeof y), s_time(a->e.exposed_s, z, sizeof z),
+        char u[32];
+        printf("%-40s %-6s %-10s %-10s %-10s %-10s %-12s %-9.3f %s\n", a->name, rs, s_time(a->e.step_s, x, sizeof x),
+               s_time(a->e.makespan_s, y, sizeof y), s_time(a->e.wte_s, u, sizeof u), s_time(a->e.exposed_s, z, sizeof z),
                s_si(a->e.tokens_per_s, "", w, sizeof w), be->tokens_per_s / a->e.tokens_per_s,
                s_si(s_cross_bytes(c, &a->l, &a->e), "B", v, sizeof v));
     }
@@ -400,6 +409,55 @@ static int s_calibrate(const plan_cluster_t *c, int threads) {
 }
 
 // --------------------------------------------------------------------------------------------
+// --eval: an existing plan on this cluster
+
+static int s_eval_file(const plan_cluster_t *c, const char *path) {
+    static plan_t p;
+    static plan_layout_t l;
+    char err[1024];
+    if (plan_read(path, &p, err, sizeof err) != 0) {
+        fprintf(stderr, "loco plan: %s\n", err);
+        return 2;
+    }
+    if (p.layers != c->model.layers || p.micro_batch != c->micro_batch || p.micro_batches != c->micro_batches ||
+        p.schedule != c->schedule) {
+        fprintf(stderr, "loco plan: %s: layers, micro_batch, micro_batches or schedule differ from the cluster "
+                "description's [model] and [train]\n", path);
+        return 2;
+    }
+    memset(&l, 0, sizeof l);
+    l.S = p.n_stages;
+    l.R = plan_replicas(&p, 0);
+    for (int s = 0; s < p.n_stages; s++) {
+        l.cut[s] = p.stages[s].l0;
+        l.cut[s + 1] = p.stages[s].l1;
+        if (plan_replicas(&p, s) != l.R) {
+            fprintf(stderr, "loco plan: %s: stage %d has %d replicas, stage 0 %d: the cost model needs the same "
+                    "number on every stage\n", path, s, plan_replicas(&p, s), l.R);
+            return 2;
+        }
+    }
+    for (int i = 0; i < p.n_nodes; i++) {
+        int k = -1;
+        for (int a = 0; a < c->n_nodes && k < 0; a++)
+            if (!strcmp(c->node[a].name, p.nodes[i].name)) k = a;
+        if (k < 0) {
+            fprintf(stderr, "loco plan: %s: node %s is not in the cluster description\n", path, p.nodes[i].name);
+            return 2;
+        }
+        l.slot[p.nodes[i].stage][p.nodes[i].replica] = k;
+    }
+    plan_eval_t e;
+    if (plan_eval(c, &l, &e) != 0) {
+        fprintf(stderr, "loco plan: %s: %s\n", path, e.why);
+        return 2;
+    }
+    printf("evaluating %s\n", path);
+    s_print_layout(c, &l, &e);
+    return e.feasible ? 0 : 1;
+}
+
+// --------------------------------------------------------------------------------------------
 
 static char *s_read_all(const char *path, size_t *len, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
@@ -425,7 +483,7 @@ static char *s_read_all(const char *path, size_t *len, char *err, size_t errlen)
 }
 
 int cmd_plan(int argc, char **argv) {
-    const char *file = NULL, *out = NULL;
+    const char *file = NULL, *out = NULL, *eval = NULL;
     int alternatives = 0, calibrate = 0, threads = 1;
     plan_opts_t o = {0};
     const char *sets[64];
@@ -436,6 +494,7 @@ int cmd_plan(int argc, char **argv) {
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return s_help();
         else if ((!strcmp(a, "-c") || !strcmp(a, "--config")) && has) file = argv[++i];
         else if (!strcmp(a, "--out") && has) out = argv[++i];
+        else if (!strcmp(a, "--eval") && has) eval = argv[++i];
         else if (!strcmp(a, "--alternatives")) alternatives = 1;
         else if (!strcmp(a, "--calibrate")) calibrate = 1;
         else if (!strcmp(a, "--set") && has) {
@@ -507,6 +566,7 @@ int cmd_plan(int argc, char **argv) {
         free(text);
     }
     if (calibrate) return s_calibrate(&c, threads);
+    if (eval) return s_eval_file(&c, eval);
     if (out)
         for (int i = 0; i < c.n_nodes; i++)
             if (!c.node[i].has_id) {

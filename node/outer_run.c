@@ -190,6 +190,7 @@ static int s_view(outer_run_t *o) {
     int k = 0;
     for (size_t i = 0; i < n; i++) {
         if (!info[i].is_self && (!info[i].record || info[i].record->caps.step_rate_milli == 0)) continue;
+        if (!info[i].is_self && o->env.member_ok && !o->env.member_ok(o->env.hook_ctx, info[i].id)) continue;
         memcpy(o->view[k++], info[i].id, 32);
     }
     return k;
@@ -1394,7 +1395,9 @@ static void s_ckpt_async(ckpt_writer_t *w, outer_run_t *o, trainer_t *t) {
 
 int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
     char err[1536];
-    size_t n = t->model->num_params, nb = n * sizeof(float);
+    // The parameters the outer step covers: all, or a pipeline stage's range (outer_env_t).
+    size_t n = o->env.len ? o->env.len : t->model->num_params, nb = n * sizeof(float);
+    float *theta = t->model->params + (o->env.len ? o->env.off : 0);
     o->n = n;
     float **bufs[] = {&o->phi, &o->mom, &o->phi0, &o->delta, &o->drift, &o->mean_delta, &o->mean_phi, &o->scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
@@ -1409,20 +1412,20 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
         return 1;
     }
     // Every peer starts from the same weights ([train] seed): log their hash so that it can be checked.
-    memcpy(o->phi0, t->model->params, nb);
+    memcpy(o->phi0, theta, nb);
     uint8_t h[32];
     net_sha256(o->phi0, nb, h);
     char full[65];
     net_hex_encode(h, 32, full);
     log_info("outer", "initial parameters sha256 %s", full);
-    memcpy(o->phi, t->model->params, nb);
+    memcpy(o->phi, theta, nb);
 
     int resumed = 0;
     if (train_resume_ex(t, &resumed, s_resume_extra, o, err, sizeof err) != 0) {
         log_error("train", "%s", err);
         return 1;
     }
-    if (resumed && !o->restored_outer) memcpy(o->phi, t->model->params, nb);
+    if (resumed && !o->restored_outer) memcpy(o->phi, theta, nb);
     net_sha256(o->phi, nb, o->last_hash); // the anchor's hash, taken again whenever φ changes (s_apply)
     uint64_t round = atomic_load(&o->cur_round);
     log_info("outer", "%s, H = %lld, η = %g, μ = %g, codec %s%s, %s at round %llu", o->cfg.outer_algorithm,
@@ -1480,7 +1483,8 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
                     early = 1;
                     break;
                 }
-                if ((rc = train_step_logged(t, &x)) != 0) break;
+                rc = o->env.inner_step ? o->env.inner_step(o->env.hook_ctx, t, &x) : train_step_logged(t, &x);
+                if (rc != 0) break;
                 if (o->step_delay_us) usleep(o->step_delay_us); // test hook: a slower peer
                 h++;
             }
@@ -1516,8 +1520,8 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
                 break;
             }
             // Carry over the local progress of the round just run: θ ← φ_new + (θ − θ_start).
-            if (o->res_kind == RES_REFETCH) memcpy(t->model->params, o->phi, nb); // caught up: nothing to carry
-            else outer_co2_carry(t->model->params, o->phi, theta_start, n);
+            if (o->res_kind == RES_REFETCH) memcpy(theta, o->phi, nb); // caught up: nothing to carry
+            else outer_co2_carry(theta, o->phi, theta_start, n);
             s_adopt_schedule(o, t);
             if (!last && trainer_sync(t, 1, err, sizeof err) != 0) { // the GPU model trains on from θ
                 log_error("outer", "%s", err);
@@ -1544,11 +1548,11 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
         }
         // Contribution: Δ = φ − θ (and the anchor drift φ − φ₀ for NoLoCo), a copy the net thread owns
         // until the result comes back.
-        s_post(o, round, (uint32_t)h, t->step >= total, t->model->params);
+        s_post(o, round, (uint32_t)h, t->step >= total, theta);
         posted_round = round;
         posted_h = h;
         if (o->cfg.overlap) {
-            memcpy(theta_start, t->model->params, nb);
+            memcpy(theta_start, theta, nb);
             inflight = 1;
             round++;
             continue; // round t+1 trains while round t's exchange runs
@@ -1562,7 +1566,7 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
             rc = 1;
             break;
         }
-        memcpy(t->model->params, o->phi, nb);
+        memcpy(theta, o->phi, nb);
         s_adopt_schedule(o, t);
         if (trainer_sync(t, 1, err, sizeof err) != 0) {
             log_error("outer", "%s", err);
@@ -1584,11 +1588,11 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
         if (t->cfg.eval_every > 0) {
             // The final anchor's loss (θ may hold carried progress with overlap): evaluate φ.
             float *keep = malloc(nb);
-            if (keep) memcpy(keep, t->model->params, nb), memcpy(t->model->params, o->phi, nb);
+            if (keep) memcpy(keep, theta, nb), memcpy(theta, o->phi, nb);
             if (keep && trainer_sync(t, 1, err, sizeof err) != 0) log_warn("outer", "%s", err);
             float vl = trainer_eval(t, t->cfg.eval_batches);
             if (keep) {
-                memcpy(t->model->params, keep, nb);
+                memcpy(theta, keep, nb);
                 if (trainer_sync(t, 1, err, sizeof err) != 0) log_warn("outer", "%s", err);
                 free(keep);
             }

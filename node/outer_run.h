@@ -56,6 +56,7 @@
 #include "node/catchup.h"
 #include "node/config.h"
 #include "node/metrics.h"
+#include "node/train_loop.h"
 #include "node/trainer.h"
 
 // Message types of the outer exchange (after run.h's 48, 49).
@@ -81,6 +82,13 @@ typedef struct {
     int (*connect)(void *ctx, const uint8_t id[32]);
     void *ctx;
     int has_contacts;           // seeds or a peer cache: wait (bounded) to join before training
+    // Pipeline stages (node/pipe.h): the outer step covers parameters [off, off + len) only (len 0:
+    // all), its partners are the training members for which member_ok() holds (the replicas of this
+    // stage), and inner steps run through inner_step (NULL: train_step_logged; 0 or 1 as that).
+    size_t off, len;
+    int (*member_ok)(void *hook_ctx, const uint8_t id[32]);
+    int (*inner_step)(void *hook_ctx, trainer_t *t, train_ctx_t *x);
+    void *hook_ctx;
 } outer_env_t;
 
 outer_run_t *outer_run_new(const outer_env_t *env, char *err, size_t errlen);

@@ -31,6 +31,7 @@ typedef struct {
     double act_block;    // bytes of saved activations per block per micro-batch
     double act_in;       // bytes of one (mb, T, C) activation: a boundary message
     double act_head;     // final LayerNorm, logits, losses
+    double wte_bytes;    // the tied token embedding (V·C·4): its gradient and new value cross per step
     plan_link_t (*link)[PLAN_CL_MAX_NODES]; // precomputed by the search; NULL: computed when asked
 } s_model_t;
 
@@ -54,6 +55,15 @@ static void s_model_init(s_model_t *m, const plan_cluster_t *c) {
                                                       c->model.d_model, c->model.heads, c->model.seq_len);
     m->act_in = 4.0 * m->tokmb * C;
     m->act_head = 4.0 * m->tokmb * (C + 3.0 + V);
+    m->wte_bytes = 4.0 * V * C;
+}
+
+// The tied embedding's round trip at the end of a step (S > 1): the last stage sends its head part of
+// the wte gradient to its stage-0 partner, which steps and sends wte back before the next head forward.
+static double s_wte_sync(const s_model_t *m, int last, int first) {
+    plan_link_t l = s_lk(m, last, first);
+    if (l.nic_a < 0) return INFINITY;
+    return 2.0 * (l.alpha + m->wte_bytes / l.beta);
 }
 
 // Precomputes every pipeline link (the search asks for them millions of times). 0 or -1.
@@ -227,6 +237,7 @@ typedef struct {
     int R, S;
     double v[PLAN_MAX_STAGES], memhave[PLAN_MAX_STAGES], xbeta[PLAN_MAX_STAGES], xalpha[PLAN_MAX_STAGES];
     double k[PLAN_MAX_STAGES]; // boundary s → s+1
+    double wte;                // tied-embedding sync per step (0 when S = 1)
 } s_stages_t;
 
 static void s_stage_figures(const s_model_t *m, const int *nodes, int R, int s, s_stages_t *st) {
@@ -316,8 +327,13 @@ int plan_eval(const plan_cluster_t *c, const plan_layout_t *l, plan_eval_t *e) {
         if (e->k[s] >= maxtk) e->bottleneck_link = s;
     e->makespan_s = sum + (mp->M - 1) * maxtk;
     e->exchange_s = X;
-    e->step_s = s_step(mp, e->makespan_s, X);
-    e->exposed_s = e->step_s - e->makespan_s;
+    for (int r = 0; S > 1 && r < R; r++) e->wte_s = fmax(e->wte_s, s_wte_sync(mp, l->slot[S - 1][r], l->slot[0][r]));
+    if (!isfinite(e->wte_s) && e->feasible) {
+        e->feasible = 0;
+        snprintf(e->why, sizeof e->why, "no NIC pair connects the last stage to stage 0 (tied embedding)");
+    }
+    e->step_s = s_step(mp, e->makespan_s + e->wte_s, X);
+    e->exposed_s = fmax(0.0, e->step_s - e->makespan_s - e->wte_s);
     e->tokens_per_step = (double)R * mp->M * mp->tokmb;
     e->tokens_per_s = e->feasible ? e->tokens_per_step / e->step_s : 0;
     e->act_bytes_link_step = 2.0 * mp->M * mp->act_in;
@@ -427,7 +443,8 @@ static double s_split_mode(s_dp_t *d, const s_model_t *m, const s_stages_t *st, 
         if (st->v[s] > vmax) vmax = st->v[s];
         if (R > 1 && !(st->xbeta[s] > 0)) return INFINITY;
     }
-    double lbsum = ksum2 + m->tokmb * ((double)L * m->wb + m->wh) / vmax;
+    if (!isfinite(st->wte)) return INFINITY;
+    double lbsum = ksum2 + st->wte + m->tokmb * ((double)L * m->wb + m->wh) / vmax;
     size_t ns = (size_t)S * (size_t)(L + 1);
     if (ns > d->scap) {
         int *a = realloc(d->start, ns * sizeof(int)), *b = a ? realloc(d->count, ns * sizeof(int)) : NULL;
@@ -518,7 +535,7 @@ static double s_split_mode(s_dp_t *d, const s_model_t *m, const s_stages_t *st, 
         size_t fin = (size_t)(S - 1) * (L + 1) + L;
         for (int q = 0; q < d->count[fin]; q++) {
             const s_entry_t *e = &d->pool[d->start[fin] + q];
-            double step = s_step(m, e->sum + (M - 1) * B, e->x);
+            double step = s_step(m, e->sum + (M - 1) * B + st->wte, e->x);
             if (balance ? (step <= thresh && e->sq < best_sq) : step < best) {
                 best = step;
                 best_sq = e->sq;
@@ -623,7 +640,22 @@ typedef struct {
     plan_layout_t best;
     plan_stats_t stats;
     int islands_used;  // islands with at least one node
+    // Replica chains: with few enough matchings ((R!)^(S-1) ≤ S_COMBO_MAX) every combination of
+    // per-boundary matchings is tried, since the tied-embedding sync pairs each chain's ends.
+    int combos;        // 1: enumerate; 0: bottleneck matchings per boundary (not exact for W)
+    int nperm;
+    int (*perms)[PLAN_MAX_STAGES];
+    struct s_combo *cand;
+    size_t ncand, ccap;
 } s_search_t;
+
+#define S_COMBO_MAX 5000
+
+typedef struct s_combo {
+    double k[PLAN_MAX_STAGES];
+    double wte;
+    int choice[PLAN_MAX_STAGES];
+} s_combo_t;
 
 static int s_same_class(const plan_cnode_t *a, const plan_cnode_t *b) {
     if (a->island != b->island || a->flops != b->flops || a->mem != b->mem || a->n_nics != b->n_nics) return 0;
@@ -663,7 +695,7 @@ static double s_lower_bound(const s_search_t *x) {
         vsum += st->v[s];
     }
     double W = x->m.tokmb * ((double)x->m.L * x->m.wb + x->m.wh);
-    return ksum2 + W / vmax + (x->m.M - 1) * fmax(kmax, W / vsum);
+    return ksum2 + st->wte + W / vmax + (x->m.M - 1) * fmax(kmax, W / vsum);
 }
 
 // PLAN_REPLICA_IN_ISLAND asks for data parallelism across islands: the replicas (stage 0's nodes)
@@ -675,11 +707,8 @@ static int s_spans_islands(const s_search_t *x, const int *nodes) {
     return 0;
 }
 
-static void s_leaf(s_search_t *x) {
-    if (!s_spans_islands(x, x->set[0])) return;
-    x->leaves++;
-    if (x->counting) return;
-    x->stats.sequences++;
+// Lower bound, split, and keep the layout if it is the best so far.
+static void s_eval_seq(s_search_t *x) {
     double tokens = (double)x->R * x->m.M * x->m.tokmb;
     double thresh = x->best_tps > 0 ? tokens / x->best_tps : INFINITY;
     if (s_lower_bound(x) >= thresh) {
@@ -689,6 +718,92 @@ static void s_leaf(s_search_t *x) {
     int cut[PLAN_MAX_STAGES + 1];
     double step = s_split(&x->dp, &x->m, &x->st, thresh, cut);
     if (isfinite(step)) s_consider(x, cut, step);
+}
+
+static double s_pair_cost(const s_search_t *x, int a, int b) {
+    if (x->o.constraint == PLAN_REPLICA_IN_ISLAND && x->m.c->node[a].island != x->m.c->node[b].island) return INFINITY;
+    return x->m.link[a][b].msg_s;
+}
+
+// Every combination of matchings from boundary s on; pos[r]: chain r's index in stage s's set.
+static void s_combo_rec(s_search_t *x, int s, const int *pos, s_combo_t *cur) {
+    int R = x->R;
+    if (s == x->S - 1) {
+        cur->wte = 0;
+        for (int r = 0; r < R; r++) cur->wte = fmax(cur->wte, s_wte_sync(&x->m, x->set[s][pos[r]], x->set[0][r]));
+        if (!isfinite(cur->wte)) return;
+        if (x->ncand == x->ccap) {
+            size_t n = x->ccap ? 2 * x->ccap : 64;
+            s_combo_t *c = realloc(x->cand, n * sizeof *c);
+            if (!c) return;
+            x->cand = c;
+            x->ccap = n;
+        }
+        x->cand[x->ncand++] = *cur;
+        return;
+    }
+    for (int q = 0; q < x->nperm; q++) {
+        const int *pi = x->perms[q];
+        double k = 0;
+        for (int a = 0; a < R && isfinite(k); a++) k = fmax(k, s_pair_cost(x, x->set[s][a], x->set[s + 1][pi[a]]));
+        if (!isfinite(k)) continue;
+        int next[PLAN_MAX_STAGES];
+        for (int r = 0; r < R; r++) next[r] = pi[pos[r]];
+        cur->k[s] = k;
+        cur->choice[s] = q;
+        s_combo_rec(x, s + 1, next, cur);
+    }
+}
+
+static int s_dominates(const s_combo_t *a, const s_combo_t *b, int nk) {
+    if (a->wte > b->wte) return 0;
+    for (int s = 0; s < nk; s++)
+        if (a->k[s] > b->k[s]) return 0;
+    return 1;
+}
+
+static void s_leaf(s_search_t *x) {
+    if (!s_spans_islands(x, x->set[0])) return;
+    x->leaves++;
+    if (x->counting) return;
+    x->stats.sequences++;
+    x->st.wte = 0;
+    if (x->S == 1) {
+        s_eval_seq(x);
+        return;
+    }
+    if (!x->combos) {
+        // The bottleneck matchings found on the way down; the chains they compose pair the ends.
+        int pos[PLAN_MAX_STAGES];
+        for (int r = 0; r < x->R; r++) pos[r] = r;
+        for (int s = 0; s + 1 < x->S; s++)
+            for (int r = 0; r < x->R; r++) pos[r] = x->perm[s][pos[r]];
+        for (int r = 0; r < x->R; r++) x->st.wte = fmax(x->st.wte, s_wte_sync(&x->m, x->set[x->S - 1][pos[r]], x->set[0][r]));
+        s_eval_seq(x);
+        return;
+    }
+    x->ncand = 0;
+    int pos[PLAN_MAX_STAGES];
+    for (int r = 0; r < x->R; r++) pos[r] = r;
+    s_combo_t cur;
+    memset(&cur, 0, sizeof cur);
+    s_combo_rec(x, 0, pos, &cur);
+    int nk = x->S - 1;
+    for (size_t i = 0; i < x->ncand; i++) {
+        int dominated = 0; // by another candidate (by an earlier one when equal)
+        for (size_t j = 0; j < x->ncand && !dominated; j++)
+            if (j != i && s_dominates(&x->cand[j], &x->cand[i], nk) &&
+                (j < i || !s_dominates(&x->cand[i], &x->cand[j], nk)))
+                dominated = 1;
+        if (dominated) continue;
+        const s_combo_t *c = &x->cand[i];
+        for (int s = 0; s < nk; s++) {
+            x->st.k[s] = c->k[s];
+            memcpy(x->perm[s], x->perms[c->choice[s]], sizeof(int) * (size_t)x->R);
+        }
+        x->st.wte = c->wte;
+        s_eval_seq(x);
+    }
 }
 
 static void s_stage_rec(s_search_t *x, int s);
@@ -753,6 +868,8 @@ static double s_assignment_step_mode(s_search_t *x, int slot[PLAN_MAX_STAGES][PL
             for (int r = 1; r < x->R; r++)
                 if (x->m.c->node[slot[s][r]].island != x->m.c->node[slot[s][0]].island) return INFINITY;
     }
+    st->wte = 0;
+    for (int r = 0; x->S > 1 && r < x->R; r++) st->wte = fmax(st->wte, s_wte_sync(&x->m, slot[x->S - 1][r], slot[0][r]));
     if (balance_within > 0) return s_split_mode(&x->dp, &x->m, st, balance_within, cut, 1);
     return s_split(&x->dp, &x->m, st, INFINITY, cut);
 }
@@ -864,6 +981,42 @@ static void s_heuristic(s_search_t *x) {
     }
 }
 
+// All permutations of R when (R!)^(S-1) is small enough for s_leaf to try every combination.
+static void s_setup_combos(s_search_t *x) {
+    x->combos = 0;
+    if (x->S < 2) return;
+    double n = 1, fact = 1;
+    for (int i = 2; i <= x->R; i++) fact *= i;
+    for (int s = 1; s < x->S; s++) n *= fact;
+    if (n > S_COMBO_MAX) {
+        x->stats.exhaustive = 0;
+        return;
+    }
+    int np = (int)fact;
+    int (*p)[PLAN_MAX_STAGES] = realloc(x->perms, sizeof(*p) * (size_t)np);
+    if (!p) {
+        x->stats.exhaustive = 0;
+        return;
+    }
+    x->perms = p;
+    int a[PLAN_MAX_STAGES];
+    for (int i = 0; i < x->R; i++) a[i] = i;
+    for (int q = 0; q < np; q++) {
+        memcpy(p[q], a, sizeof(int) * (size_t)x->R);
+        int i = x->R - 2; // next permutation in lexicographic order
+        while (i >= 0 && a[i] > a[i + 1]) i--;
+        if (i < 0) break;
+        int j = x->R - 1;
+        while (a[j] < a[i]) j--;
+        int t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+        for (int u = i + 1, v = x->R - 1; u < v; u++, v--) t = a[u], a[u] = a[v], a[v] = t;
+    }
+    x->nperm = np;
+    x->combos = 1;
+}
+
 int plan_search(const plan_cluster_t *c, const plan_opts_t *opts, plan_layout_t *best, plan_eval_t *e,
                 plan_stats_t *st, char *err, size_t errlen) {
     if (plan_cluster_check(c, err, errlen) != 0) return -1;
@@ -903,6 +1056,7 @@ int plan_search(const plan_cluster_t *c, const plan_opts_t *opts, plan_layout_t 
             x->R = x->st.R = R;
             x->S = x->st.S = S;
             memset(x->used, 0, sizeof x->used);
+            s_setup_combos(x);
             x->counting = 1;
             x->leaves = 0;
             x->limit = limit;
@@ -933,6 +1087,8 @@ int plan_search(const plan_cluster_t *c, const plan_opts_t *opts, plan_layout_t 
     }
     s_dp_free(&x->dp);
     free(x->m.link);
+    free(x->perms);
+    free(x->cand);
     free(x);
     return rc;
 }
@@ -977,6 +1133,7 @@ void plan_to_file(const plan_cluster_t *c, const plan_layout_t *l, const plan_ev
     p->micro_batch = c->micro_batch;
     p->micro_batches = c->micro_batches;
     p->n_stages = l->S;
+    p->routing = l->R > 1 ? PLAN_ROUTE_CHAIN : PLAN_ROUTE_RANDOM;
     for (int s = 0; s < l->S; s++) p->stages[s] = (plan_stage_t){l->cut[s], l->cut[s + 1]};
     for (int s = 0; s < l->S; s++)
         for (int r = 0; r < l->R; r++) {

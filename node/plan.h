@@ -16,7 +16,10 @@
 //   exchange:  X_s = DiLoCo ring: 2(R−1)/R · P_s · codec / β_s + 2(R−1) α_s; NoLoCo pair:
 //              P_s · codec / β_s + α_s, with β_s, α_s the worst pair among the stage's nodes;
 //              X = max_s X_s, once every H inner steps (none when R = 1)
-//   step:      overlap ? max(mk, X / H) : mk + X / H
+//   tied wte:  W = max over replicas of 2 (α + V·C·4 / β) between the last stage and stage 0 (S > 1):
+//              the head's part of the embedding gradient goes to stage 0, the new embedding comes
+//              back before the next head forward (the pipeline runtime's protocol); counted whole
+//   step:      overlap ? max(mk + W, X / H) : mk + W + X / H
 //   memory:    4 bytes · P_s · (4 + 2 with replicas + 1 with overlap) (params, grads, Adam m, v;
 //              anchor and outer momentum; the snapshot in flight) + in-flight activations
 //              (min(M, S − s) micro-batches for 1F1B, M for GPipe) ≤ the smallest node's memory
@@ -95,6 +98,7 @@ typedef struct {
     int feasible;
     char why[160];        // when infeasible
     double step_s, makespan_s, exchange_s, exposed_s, tokens_per_s, tokens_per_step;
+    double wte_s;                            // tied-embedding sync per step (S > 1)
     double t[PLAN_MAX_STAGES], k[PLAN_MAX_STAGES], x[PLAN_MAX_STAGES];
     double mem_need[PLAN_MAX_STAGES], mem_have[PLAN_MAX_STAGES];
     double params[PLAN_MAX_STAGES];          // parameters held by each stage

@@ -89,6 +89,10 @@ int plan_validate(const plan_t *p, char *err, size_t errlen) {
         s_errf(err, errlen, "layers %d is out of range [1, %d]", p->layers, PLAN_MAX_LAYERS);
         return -1;
     }
+    if (p->routing != PLAN_ROUTE_RANDOM && p->routing != PLAN_ROUTE_CHAIN) {
+        s_errf(err, errlen, "unknown routing %d", (int)p->routing);
+        return -1;
+    }
     if (p->schedule != PLAN_1F1B && p->schedule != PLAN_GPIPE) {
         s_errf(err, errlen, "unknown schedule %d", (int)p->schedule);
         return -1;
@@ -207,7 +211,7 @@ static int s_tokens(char *s, char **tok) {
     }
 }
 
-enum { F_LAYERS = 1, F_SCHEDULE = 2, F_MB = 4, F_MBS = 8, F_STEP = 16, F_TOKS = 32 };
+enum { F_LAYERS = 1, F_SCHEDULE = 2, F_MB = 4, F_MBS = 8, F_STEP = 16, F_TOKS = 32, F_ROUTING = 64 };
 
 // One line (comment already stripped, tokenised). Returns 0 or -1 with the reason in why.
 static int s_line(plan_t *p, char **tok, int nt, unsigned *seen, char *why, size_t wl) {
@@ -220,6 +224,7 @@ static int s_line(plan_t *p, char **tok, int nt, unsigned *seen, char *why, size
     else if (!strcmp(k, "micro_batches")) want = 2, flag = F_MBS;
     else if (!strcmp(k, "predicted_step_s")) want = 2, flag = F_STEP;
     else if (!strcmp(k, "predicted_tokens_per_s")) want = 2, flag = F_TOKS;
+    else if (!strcmp(k, "routing")) want = 2, flag = F_ROUTING;
     else if (!strcmp(k, "stage")) want = 4;
     else if (!strcmp(k, "node")) want = 6;
     else if (!strcmp(k, "loco-plan")) {
@@ -246,6 +251,14 @@ static int s_line(plan_t *p, char **tok, int nt, unsigned *seen, char *why, size
     case F_MBS: return s_int(tok[1], "micro_batches", 1, 1 << 20, &p->micro_batches, why, wl);
     case F_STEP: return s_real(tok[1], "predicted_step_s", &p->predicted_step_s, why, wl);
     case F_TOKS: return s_real(tok[1], "predicted_tokens_per_s", &p->predicted_tokens_per_s, why, wl);
+    case F_ROUTING:
+        if (!strcmp(tok[1], "random")) p->routing = PLAN_ROUTE_RANDOM;
+        else if (!strcmp(tok[1], "chain")) p->routing = PLAN_ROUTE_CHAIN;
+        else {
+            snprintf(why, wl, "routing: '%.40s' is not random or chain", tok[1]);
+            return -1;
+        }
+        return 0;
     case F_SCHEDULE:
         if (!strcmp(tok[1], "1f1b")) p->schedule = PLAN_1F1B;
         else if (!strcmp(tok[1], "gpipe")) p->schedule = PLAN_GPIPE;
@@ -435,6 +448,7 @@ int plan_format(const plan_t *p, char *buf, size_t buflen) {
     size_t at = 0;
     int rc = s_put(buf, buflen, &at, "loco-plan 1\nlayers %d\nschedule %s\nmicro_batch %d\nmicro_batches %d\n",
                    p->layers, p->schedule == PLAN_GPIPE ? "gpipe" : "1f1b", p->micro_batch, p->micro_batches);
+    if (rc == 0 && p->routing == PLAN_ROUTE_CHAIN) rc = s_put(buf, buflen, &at, "routing chain\n");
     for (int s = 0; rc == 0 && s < p->n_stages && s < PLAN_MAX_STAGES; s++)
         rc = s_put(buf, buflen, &at, "stage %d %d %d\n", s, p->stages[s].l0, p->stages[s].l1);
     // Nodes in (stage, replica) order, whatever order the caller holds them in, so the same layout

@@ -10,6 +10,10 @@
 //   schedule 1f1b                  1f1b | gpipe
 //   micro_batch 4                  sequences per micro-batch
 //   micro_batches 8                micro-batches per inner step (per pipeline replica)
+//   routing chain                  optional: random (the default when absent) | chain — chain: replica
+//                                  r of stage s sends to replica r of stage s+1 (R pipelines that the
+//                                  outer steps join, what `loco plan` models and writes when R > 1);
+//                                  random: any live replica of the next stage
 //   stage 0 0 5                    stage index, first block l0, end block l1 (blocks [l0, l1))
 //   stage 1 5 12                   stages are listed in order and tile [0, L) without gaps
 //   node a1 <64 hex peer id> 0 0 tcp://10.0.0.1:7100
@@ -32,6 +36,7 @@
 #define PLAN_TEXT_MAX   (128 * 1024)  // the canonical text of any plan within the limits above fits
 
 typedef enum { PLAN_1F1B = 0, PLAN_GPIPE = 1 } plan_schedule_t;
+typedef enum { PLAN_ROUTE_RANDOM = 0, PLAN_ROUTE_CHAIN = 1 } plan_routing_t;
 
 typedef struct {
     int l0, l1;                   // blocks [l0, l1)
@@ -54,6 +59,7 @@ typedef struct {
     plan_node_t nodes[PLAN_MAX_NODES];
     double predicted_step_s;      // 0 when absent
     double predicted_tokens_per_s;
+    plan_routing_t routing;       // random when the file has no routing line
 } plan_t;
 
 // Parses and validates a plan file. 0, or -1 with err naming the file, line and what is wrong.
@@ -70,7 +76,8 @@ int plan_validate(const plan_t *p, char *err, size_t errlen);
 int plan_write(const char *path, const plan_t *p, char *err, size_t errlen);
 // Canonical text into buf (NUL-terminated); returns its length, or -1 when buf is too small.
 // Nodes are written in (stage, replica) order; predicted figures with 6 significant digits and only
-// when > 0, so format(parse(format(p))) == format(p).
+// when > 0, so format(parse(format(p))) == format(p). The routing line only when chain (a plan
+// without it hashes as before the line existed).
 int plan_format(const plan_t *p, char *buf, size_t buflen);
 // SHA-256 of the canonical text (what the run fingerprint holds).
 void plan_hash(const plan_t *p, uint8_t out[32]);

@@ -67,6 +67,7 @@ typedef struct {
     outer_run_t *outer;               // the outer-step exchange (training peers)
     plan_t *plan;                     // [pipeline] plan (node/pipe.h), or NULL
     _Atomic uint32_t pipe_gone[PLAN_MAX_NODES]; // bumped when membership reports a plan node dead or left
+    pipe_outer_t pipe_outer;          // outer steps between the replicas of our stage
     prom_t *prom;                     // metrics registry: Prometheus endpoint and loco status
     http_metrics_t *http;
     control_t *ctl;
@@ -404,7 +405,8 @@ static void s_on_event(run_t *r, net_event_t *ev, uint64_t now) {
 static void *s_compute(void *arg) {
     run_t *r = arg;
     if (r->plan) { // a pipeline stage (node/pipe.h)
-        int prc = pipe_run(&r->cfg, r->plan, &r->no.identity, r->fp, r->pipe_gone, &r->mx, &r->trainer, r->stop);
+        int prc = pipe_run(&r->cfg, r->plan, &r->no.identity, r->fp, r->pipe_gone, &r->mx, &r->trainer, r->outer,
+                           &r->pipe_outer, r->stop);
         atomic_store(&r->compute_done, prc ? 2 : 1);
         return NULL;
     }
@@ -602,9 +604,18 @@ static int s_setup(run_t *r, const loco_config_t *cfg, char *err, size_t errlen)
         }
         if (pipe_plan_load(cfg, r->no.identity.pk, r->plan, err, errlen) != 0) return -1;
     }
-    if (cfg->steps > 0 && !r->plan) {
+    if (cfg->steps > 0) {
         outer_env_t env = {.cfg = &r->cfg, .net = r->net, .gm = r->gm, .mx = &r->mx, .fp = r->fp,
                            .connect = s_connect_member, .ctx = r, .has_contacts = r->n_seeds > 0 || nc > 0};
+        if (r->plan) { // outer steps over our stage's parameters, with the replicas of our stage only
+            int self = plan_find(r->plan, r->no.identity.pk);
+            r->pipe_outer = (pipe_outer_t){.plan = r->plan, .stage = r->plan->nodes[self].stage, .mx = &r->mx};
+            pipe_plan_range(r->plan, self, &cfg->model, &env.off, &env.len);
+            env.member_ok = pipe_outer_member_ok;
+            env.inner_step = pipe_outer_inner_step;
+            env.hook_ctx = &r->pipe_outer;
+            env.has_contacts = env.has_contacts && plan_replicas(r->plan, r->pipe_outer.stage) > 1;
+        }
         r->outer = outer_run_new(&env, err, errlen);
         if (!r->outer) return -1;
     }

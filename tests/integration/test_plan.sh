@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # loco plan on the Holmes-style cluster (tests/plan/holmes.ini) and on broken descriptions:
-#   - at H = 1 the table shows 4 replicas x 2 stages with each stage inside one island (Holmes'
-#     layout), the NIC per link is the Ethernet one, the plan file reads back (round trip through
-#     the plan-file parser: every node, its stage, replica and endpoint);
+#   - at H = 1 the table shows 2 replicas x 4 stages with each stage inside one island (Holmes'
+#     layout) and the head back on stage 0's island (tied embedding), Ethernet and RoCE NICs on
+#     the links; the plan file has the nodes, stages, endpoints and `routing chain`, is the same
+#     on a second run, and --eval of it gives the same prediction;
 #   - with --set outer.inner_steps=50 --set outer.overlap=on the stages span both islands and each
 #     pipeline link stays on the island's fabric;
 #   - --alternatives prints the naive, even-split, Holmes, DP-across and other-count rows;
@@ -17,21 +18,30 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 checks=0
 has() { grep -qF -- "$2" "$1" || { echo "--- $1:"; cat "$1"; fail "no '$2' in $1"; }; checks=$((checks + 1)); }
 
-# --- H = 1: the Holmes layout, table, plan file
+# --- H = 1: the Holmes layout (stages inside islands, the pipeline crossing; the head back on
+# stage 0's island for the tied embedding), table, plan file
 timeout 60 "$LOCO" plan -c tests/plan/holmes.ini --out "$W/h1.plan" >"$W/h1.out"
-has "$W/h1.out" "plan: 4 replicas x 2 stages (8 of 8 nodes)"
-has "$W/h1.out" "a1 a2 a3 a4 (A)"
-grep -qE "^1 .*b[1-4] b[1-4] b[1-4] b[1-4] \(B\)" "$W/h1.out" || fail "stage 1 is not island B: $(cat "$W/h1.out")"
+has "$W/h1.out" "plan: 2 replicas x 4 stages (8 of 8 nodes)"
+grep -qE "^0 .* a[1-4] a[1-4] \(A\)" "$W/h1.out" || fail "stage 0 is not on island A: $(cat "$W/h1.out")"
+grep -qE "^1 .* b[1-4] b[1-4] \(B\)" "$W/h1.out" || fail "stage 1 is not on island B"
+grep -qE "^3 .* a[1-4] a[1-4] \(A\)" "$W/h1.out" || fail "the last stage is not on island A"
 has "$W/h1.out" "(eth0->eth0)"
+has "$W/h1.out" "(roce0->roce0)"
 has "$W/h1.out" "predicted: step"
-has "$W/h1.out" "bottleneck: link 0->1"
+has "$W/h1.out" "tied-embedding sync"
 has "$W/h1.out" "wrote $W/h1.plan (plan hash"
 has "$W/h1.plan" "loco-plan 1"
 has "$W/h1.plan" "layers 30"
+has "$W/h1.plan" "routing chain"
 [ "$(grep -c '^node ' "$W/h1.plan")" -eq 8 ] || fail "the plan file does not name 8 nodes"
-[ "$(grep -c '^stage ' "$W/h1.plan")" -eq 2 ] || fail "the plan file does not have 2 stages"
-grep -qE "^node a1 [0-9a-f]{64} 0 [0-3] tcp://192\.168\.1\.1:7100$" "$W/h1.plan" || fail "a1's line: $(cat "$W/h1.plan")"
-grep -qE "^node b[1-4] [0-9a-f]{64} 1 [0-3] tcp://192\.168\.2\.[1-4]:7100$" "$W/h1.plan" || fail "stage 1 lines"
+[ "$(grep -c '^stage ' "$W/h1.plan")" -eq 4 ] || fail "the plan file does not have 4 stages"
+grep -qE "^node a1 [0-9a-f]{64} 0 [01] tcp://192\.168\.1\.1:7100$" "$W/h1.plan" || fail "a1's line: $(cat "$W/h1.plan")"
+grep -qE "^node b[1-4] [0-9a-f]{64} 1 [01] tcp://192\.168\.2\.[1-4]:7100$" "$W/h1.plan" || fail "stage 1 lines"
+grep -qE "^node b[1-4] [0-9a-f]{64} 2 [01] tcp://10\.2\.0\.[1-4]:7100$" "$W/h1.plan" || fail "stage 2 on roce0"
+# --eval gives the plan's own prediction back.
+timeout 60 "$LOCO" plan -c tests/plan/holmes.ini --eval "$W/h1.plan" >"$W/eval.out"
+p1=$(sed -n 's/^predicted: step \([0-9.]* s\).*/\1/p' "$W/h1.out")
+has "$W/eval.out" "predicted: step $p1"
 # Deterministic: the same description gives the same file.
 timeout 60 "$LOCO" plan -c tests/plan/holmes.ini --out "$W/h1b.plan" >/dev/null
 cmp -s "$W/h1.plan" "$W/h1b.plan" || fail "two runs wrote different plans"
@@ -48,9 +58,9 @@ for alt in "naive (file order, even split)" "even split (chosen nodes)" "stages 
     has "$W/h50.out" "$alt"
 done
 grep -qE "^node a1 [0-9a-f]{64} [01] [0-3] tcp://10\.1\.0\.1:7100$" "$W/h50.plan" || fail "H=50: a1 on ib0: $(cat "$W/h50.plan")"
-# The Holmes row is slower than the chosen one by more than 1.2x.
+# The row with stages inside islands is slower than the chosen one by more than 1.1x.
 ratio=$(awk '/^stages inside islands \(Holmes\)/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+\.[0-9][0-9][0-9]$/) r = $i } END { print r }' "$W/h50.out")
-awk -v r="$ratio" 'BEGIN { exit !(r > 1.2) }' || fail "H=50: the Holmes layout is only ${ratio}x slower"
+awk -v r="$ratio" 'BEGIN { exit !(r > 1.1) }' || fail "H=50: the Holmes layout is only ${ratio}x slower"
 checks=$((checks + 1))
 
 # --- fixed counts

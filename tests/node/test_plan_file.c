@@ -341,3 +341,35 @@ Test(plan_file, largest_plan_fits_the_text_limit) {
     cr_assert_eq(plan_format(&q, again, sizeof again), n);
     cr_assert_str_eq(buf, again);
 }
+
+Test(plan_file, routing_line) {
+    static plan_t p, q;
+    s_parse_ok(s_good, &p);
+    cr_assert_eq(p.routing, PLAN_ROUTE_RANDOM, "no routing line: random");
+    uint8_t h_random[32], h_chain[32];
+    plan_hash(&p, h_random);
+    char text[4096];
+    const char *at = strstr(s_good, "stage 0 0 5");
+    snprintf(text, sizeof text, "%.*srouting chain\n%s", (int)(at - s_good), s_good, at);
+    s_parse_ok(text, &q);
+    cr_assert_eq(q.routing, PLAN_ROUTE_CHAIN);
+    plan_hash(&q, h_chain);
+    cr_assert_neq(memcmp(h_random, h_chain, 32), 0, "routing is part of the hash");
+    static char buf[PLAN_TEXT_MAX];
+    cr_assert_gt(plan_format(&q, buf, sizeof buf), 0);
+    cr_assert_not_null(strstr(buf, "micro_batches 8\nrouting chain\nstage 0 0 5\n"), "%s", buf);
+    cr_assert_gt(plan_format(&p, buf, sizeof buf), 0);
+    cr_assert_null(strstr(buf, "routing"), "random is not written: %s", buf);
+    // An explicit "routing random" parses to the same plan (and hash) as none.
+    snprintf(text, sizeof text, "%.*srouting random\n%s", (int)(at - s_good), s_good, at);
+    s_parse_ok(text, &q);
+    plan_hash(&q, h_chain);
+    cr_assert_eq(memcmp(h_random, h_chain, 32), 0);
+    s_refused("stage 0 0 5", "routing swarm\nstage 0 0 5", 7, "not random or chain");
+    s_refused("stage 0 0 5", "routing chain\nrouting chain\nstage 0 0 5", 8, "given twice");
+    s_parse_ok(s_good, &p);
+    p.routing = (plan_routing_t)5;
+    char err[256];
+    cr_assert_eq(plan_validate(&p, err, sizeof err), -1);
+    cr_assert_not_null(strstr(err, "routing"), "%s", err);
+}
