@@ -202,6 +202,7 @@ static int s_send(run_t *r, const uint8_t to[32], int type, const void *payload,
 static int s_connect_member(void *ctx, const uint8_t id[32]) {
     run_t *r = ctx;
     char err[300];
+    if (*r->stop) return -1; // stopping: a new handshake (up to 2 s) would only delay the leave
     if (s_dial(r, id, err, sizeof err) != 0) return -1;
     return net_node_handshake(r->net, id, 2000, err, sizeof err);
 }
