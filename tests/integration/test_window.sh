@@ -6,7 +6,8 @@
 #    line that the window opened), and its member record says so: peer 1 never counts it as a
 #    partner meanwhile (its outer records say expected 1), instead of waiting for it;
 #  - once the window opens peer 2 trains and takes outer steps with peer 1 (contributors 2 on both);
-#  - both exit 0; a bad window is a config error naming the key (exit 2).
+#  - both exit 0; a bad window is a config error naming the key (exit 2);
+#  - a peer waiting for its window stops cleanly on SIGTERM (checkpoint, leave, exit 0).
 # Asserts on events from logs and metrics only. Every process is killed by pid at the end.
 set -u
 cd "$(dirname "$0")/../.."
@@ -94,4 +95,19 @@ last2 = max(r["step"] for r in steps2)
 print(f"ok: peer 1 took {len(before)} outer steps alone (expected 1, none short) while peer 2 waited for its window; "
       f"then {len(together)} together; final steps {last1} and {last2}")
 PY
+# SIGTERM while waiting for the window: a clean stop (checkpoint, leave), exit 0.
+far=$(printf '%02d:%02d-%02d:%02d' $(( (m + 120) % 1440 / 60 )) $(( (m + 120) % 60 )) $(( (m + 180) % 1440 / 60 )) $(( (m + 180) % 60 )))
+"$BIN" keygen --out "$W/solo.key" >/dev/null || fail "keygen"
+"$BIN" run -c "$W/base.ini" --set node.key="$W/solo.key" --set net.listen=tcp://127.0.0.1:0 --set train.active="$far" \
+    --set train.checkpoint_dir="$W/solo-ck" --set node.peer_cache="$W/solo.cache" >"$W/w/log-solo" 2>&1 &
+solo=$!
+pids+=("$solo")
+wait_for 30 "the solo peer waits for its window" grep -q "outside the active window $far" "$W/w/log-solo"
+kill -TERM "$solo"
+for _ in $(seq 100); do kill -0 "$solo" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$solo" 2>/dev/null && fail "a peer waiting for its window did not stop within 10 s of SIGTERM"
+wait "$solo" || fail "a peer stopped while waiting for its window exited with $?"
+grep -q "interrupted at step 0; writing a checkpoint" "$W/w/log-solo" || fail "the waiting peer wrote no checkpoint when stopped"
+grep -q "run: stopped" "$W/w/log-solo" || fail "the waiting peer did not leave cleanly"
+echo "ok: SIGTERM while outside the window: checkpoint, leave, exit 0"
 echo "all window checks passed"
