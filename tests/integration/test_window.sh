@@ -79,7 +79,13 @@ def load(i):
 m1, m2 = load(1), load(2)
 steps2 = [r for r in m2 if r["kind"] == "step"]
 assert steps2, "peer 2 never trained"
-# When peer 2 started training; peer 1's rounds before that must not have counted it as a partner.
+# Peer 2's first inner step came after its log said the window opened (log times are UTC ISO 8601).
+import datetime
+opened = [l for l in open(f"{d}/log2") if "has opened: training again" in l]
+assert opened, "no window-opened line in peer 2's log"
+t_log = datetime.datetime.strptime(opened[0].split()[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+assert steps2[0]["time"] >= t_log - 0.002, f"peer 2 trained {t_log - steps2[0]['time']:.3f} s before its window opened"
+# Peer 1's rounds before peer 2 trained must not have counted it as a partner.
 t_open = steps2[0]["time"]
 o1 = [r for r in m1 if r["kind"] == "outer"]
 before = [r for r in o1 if r["time"] < t_open - 1.0]
