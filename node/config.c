@@ -8,9 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "node/window.h"
-
 #include "node/http_metrics.h"
+#include "node/window.h"
 
 // K_LIST: repeatable key (config_list_t); each line appends one value, an empty value adds none.
 typedef enum { K_INT, K_I64, K_FLOAT, K_STR, K_BOOL, K_ENUM, K_LIST } key_type_t;
