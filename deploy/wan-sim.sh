@@ -10,6 +10,10 @@
 #                                                          RATE like 20mbit (every peer) or one per peer
 #   deploy/wan-sim.sh limit NAME I J RATE                  cap what peer I sends to peer J (tc htb + u32
 #                                                          filter on I's link; under I's own upload cap)
+#   deploy/wan-sim.sh partition NAME I...                  cut peers I... off from the others (they keep
+#                                                          reaching each other): their hub ports move to
+#                                                          a second bridge
+#   deploy/wan-sim.sh heal NAME                            every port back on the one bridge
 #   deploy/wan-sim.sh addr NAME I                          peer I's address (10.77.<net>.I)
 #   deploy/wan-sim.sh exec NAME I COMMAND...               run COMMAND inside peer I's namespace
 #   deploy/wan-sim.sh down NAME                            delete everything NAME created
@@ -88,6 +92,22 @@ limit)
     ip netns exec "$ns" tc filter add dev eth0 parent 1: protocol ip prio 1 u32 match ip dst "$dst/32" \
         flowid "1:$((100 + j))" 2>/dev/null || true
     ;;
+partition)
+    [ $# -ge 3 ] || die "usage: wan-sim.sh partition NAME I..."
+    check_name "$2"
+    hub="$2-hub"
+    shift 2
+    ip -n "$hub" link show br1 >/dev/null 2>&1 || { ip -n "$hub" link add br1 type bridge && ip -n "$hub" link set br1 up; }
+    for i in "$@"; do ip -n "$hub" link set "p$i" master br1; done
+    ;;
+heal)
+    [ $# = 2 ] || die "usage: wan-sim.sh heal NAME"
+    check_name "$2"
+    hub="$2-hub"
+    for p in $(ip -n "$hub" -o link show master br1 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
+        ip -n "$hub" link set "$p" master br0
+    done
+    ;;
 addr)
     [ $# = 3 ] || die "usage: wan-sim.sh addr NAME I"
     check_name "$2"
@@ -109,7 +129,7 @@ down)
     done
     ;;
 *)
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
     [ -n "$cmd" ] && exit 2 || exit 0
     ;;
 esac

@@ -662,6 +662,24 @@ static void s_pump(run_t *r, int max_wait_ms) {
     }
 }
 
+// The view as this peer leaves (log and metrics): what tests compare across survivors.
+static void s_log_view(run_t *r) {
+    size_t n = gossip_members_live(r->gm, r->info, RUN_MAX_MEMBERS);
+    char list[16 * 20 + 32], json[16 * 20 + 32];
+    size_t a = 0, b = 0;
+    json[b++] = '[';
+    for (size_t i = 0; i < n && i < 16; i++) {
+        char id[17];
+        s_short(r->info[i].id, id);
+        a += (size_t)snprintf(list + a, sizeof list - a, "%s%s", i ? " " : "", id);
+        b += (size_t)snprintf(json + b, sizeof json - b, "%s\"%s\"", i ? "," : "", id);
+    }
+    list[a] = '\0';
+    snprintf(json + b, sizeof json - b, "]");
+    log_info("run", "view at the end: %zu live: %s%s", n, list, n > 16 ? " ..." : "");
+    metrics_write(&r->mx, "view", 0, "\"live\":%zu,\"members\":%s", n, json);
+}
+
 int run_node(const loco_config_t *cfg, volatile sig_atomic_t *stop) {
     static run_t r; // one per process; static keeps the large tables off the stack
     memset(&r, 0, sizeof r);
@@ -687,6 +705,7 @@ int run_node(const loco_config_t *cfg, volatile sig_atomic_t *stop) {
     }
     while (!*stop && !r.refused_out && (!training || !atomic_load(&r.compute_done))) s_pump(&r, 100);
 
+    s_log_view(&r);
     // Graceful leave: tell every live member, keep answering for a protocol period so it spreads.
     uint64_t now = s_mono_ms(), t_leave = now;
     int signalled = *stop != 0; // SIGINT/SIGTERM: the stop's duration is logged (README "Stopping a node")
