@@ -1309,13 +1309,14 @@ static void s_record(outer_run_t *o, trainer_t *t, train_ctx_t *x, const char *h
                   "\"expected\":%d,\"steps\":%llu,\"early\":%s,\"short\":%s,\"bytes_sent\":%llu,\"bytes_recv\":%llu,"
                   "\"total_bytes_sent\":%llu,\"total_bytes_recv\":%llu,\"exchange_s\":%.3f,\"wait_s\":%.3f,"
                   "\"overlap\":%s,\"overlap_steps\":%llu,\"waited\":%s,"
-                  "\"anchor\":\"%s\",\"utilisation\":%.4f,\"round_utilisation\":%.4f,\"compute_s\":%.3f,\"wall_s\":%.3f",
+                  "\"anchor\":\"%s\",\"utilisation\":%.4f,\"round_utilisation\":%.4f,\"compute_s\":%.3f,\"wall_s\":%.3f,"
+                  "\"eval_s\":%.3f",
                   (unsigned long long)o->res_round, o->cfg.outer_algorithm, how, o->res_group[0] ? o->res_group : "[]",
                   o->res_contributors, o->res_expected, (unsigned long long)h, early ? "true" : "false",
                   o->res_short ? "true" : "false", (unsigned long long)o->res_tx, (unsigned long long)o->res_rx,
                   (unsigned long long)o->st.bytes_sent, (unsigned long long)o->st.bytes_recv, o->res_exchange_s, waited,
                   o->cfg.overlap ? "true" : "false", (unsigned long long)overlap_steps,
-                  waited_flag ? "true" : "false", a16, util, ru, x->compute_s, wall);
+                  waited_flag ? "true" : "false", a16, util, ru, x->compute_s, wall, x->eval_s);
     telemetry_outer(o->env.mx, o->res_round, o->res_contributors, o->res_expected, o->res_exchange_s, waited, o->res_short, o->res_group);
 }
 

@@ -99,7 +99,9 @@ int train_step_logged(trainer_t *t, train_ctx_t *x) {
         x->t_last = t1;
     }
     if (t->cfg.eval_every > 0 && (t->step % (uint64_t)t->cfg.eval_every == 0 || t->step == total)) {
+        double e0 = metrics_mono();
         float vl = trainer_eval(t, t->cfg.eval_batches);
+        x->eval_s += metrics_mono() - e0;
         if (vl >= 0) {
             if (x->tty) fputc('\n', stderr);
             log_info("train", "step %llu val_loss %.4f", (unsigned long long)t->step, vl);

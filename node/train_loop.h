@@ -24,6 +24,7 @@ typedef struct {
     int tty;
     double t_start, t_last;
     double compute_s;        // wall time spent inside inner steps (compute utilisation)
+    double eval_s;           // wall time spent in periodic evaluations ([train] eval_every)
     uint64_t first;
     int final_checkpoint;    // checkpoint when [train] steps are reached (default 1)
     int periodic_checkpoints; // every [train] checkpoint_every steps, inside the step (default 1)

@@ -3,7 +3,8 @@
 # each in its own network namespace with its link capped both ways by tc (deploy/wan-sim.sh), the
 # cap chosen so that one exchange takes about 0.5x, 1x and 2x the compute time of H inner steps
 # (measured first, uncapped, in the same run). For NoLoCo and DiLoCo, overlap off and on: mean
-# compute utilisation (share of wall time in inner steps, the peers' last `outer` records), wall
+# compute utilisation (share of wall time in inner steps, the peers' last `outer` records; also
+# excluding the periodic evaluations, which the benchmark runs every 2H steps for its loss curves), wall
 # time, and the validation loss of the final anchors (mean over peers); at the 1x cap also the validation loss
 # at equal wall-clock (the first peer's eval records, interpolated at the time the faster arm ended).
 #
@@ -84,15 +85,18 @@ summ() {
     python3 - "$W/$1" <<'PY'
 import glob, json, statistics, sys
 d = sys.argv[1]
-util, wall, byts, comp = [], [], [], []
+util, utilx, wall, byts, comp = [], [], [], [], []
 for f in sorted(glob.glob(f"{d}/m*.jsonl")):
     recs = [json.loads(l) for l in open(f)]
     outer = [r for r in recs if r["kind"] == "outer"]
     if not outer: continue
-    util.append(outer[-1]["utilisation"]); wall.append(outer[-1]["wall_s"])
+    o = outer[-1]
+    util.append(o["utilisation"]); wall.append(o["wall_s"])
+    utilx.append(o["compute_s"] / max(1e-9, o["wall_s"] - o.get("eval_s", 0)))
     byts += [r["bytes_sent"] for r in outer if r["contributors"] > 1]
     comp.append(outer[-1]["compute_s"] / max(1, len(outer)))
-print(f"{statistics.mean(util):.4f} {max(wall):.1f} {int(statistics.median(byts)) if byts else 0} {statistics.mean(comp):.3f}")
+print(f"{statistics.mean(util):.4f} {max(wall):.1f} {int(statistics.median(byts)) if byts else 0} {statistics.mean(comp):.3f} "
+      f"{statistics.mean(utilx):.4f}")
 PY
 }
 val_of() { # validation loss of the final anchor, mean over the peers (their last eval records)
@@ -110,21 +114,21 @@ if [ "${NETOFF:-1}" = 1 ]; then
         echo "$algo: inner-step tokens/s per peer, uncapped links, overlap on: $a in the swarm, $b with networking off (ratio $(awk -v a="$a" -v b="$b" 'BEGIN{printf "%.3f", a/b}'))"
     done
 fi
-printf '%-7s %6s %8s %10s %12s %10s %10s %10s\n' algo ratio overlap "cap Mbit" "utilisation" "wall s" "exch/comp" "val loss"
+printf '%-7s %6s %8s %10s %12s %12s %10s %10s %10s\n' algo ratio overlap "cap Mbit" "utilisation" "excl. eval" "wall s" "exch/comp" "val loss"
 for algo in $ALGOS; do
     # Calibration: uncapped, overlap off: compute seconds per round and bytes per round.
     arm "$algo-cal" "$algo" off 0
-    read -r u wall bytes comp < <(summ "$algo-cal")
+    read -r u wall bytes comp ux < <(summ "$algo-cal")
     echo "$algo: uncapped calibration: $comp s of compute per round of H = $H, $bytes bytes sent per peer per round, utilisation $u"
     for ratio in $RATIOS; do
         # The link carries a round's bytes in ratio x compute; both directions are capped alike.
         rate=$(awk -v b="$bytes" -v c="$comp" -v r="$ratio" 'BEGIN{printf "%d", b * 8 / (c * r)}')
         for ov in off on; do
             arm "$algo-$ratio-$ov" "$algo" "$ov" "$rate"
-            read -r u wall bytes2 comp2 < <(summ "$algo-$ratio-$ov")
+            read -r u wall bytes2 comp2 ux < <(summ "$algo-$ratio-$ov")
             ex=$(python3 -c "import json,glob,statistics;r=[json.loads(l) for f in glob.glob('$W/$algo-$ratio-$ov/m*.jsonl') for l in open(f) if '\"outer\"' in l];print('%.2f'%(statistics.median([x['exchange_s'] for x in r if x['contributors']>1] or [0])/$comp))")
-            printf '%-7s %6s %8s %10.1f %12.3f %10s %10s %10s\n' "$algo" "$ratio" "$ov" "$(awk -v r="$rate" 'BEGIN{print r/1e6}')" \
-                "$u" "$wall" "$ex" "$(val_of "$algo-$ratio-$ov")"
+            printf '%-7s %6s %8s %10.1f %12.3f %12.3f %10s %10s %10s\n' "$algo" "$ratio" "$ov" "$(awk -v r="$rate" 'BEGIN{print r/1e6}')" \
+                "$u" "$ux" "$wall" "$ex" "$(val_of "$algo-$ratio-$ov")"
         done
     done
     # Equal wall-clock at the 1x cap: validation loss of peer 1 at the time the faster arm finished.
