@@ -65,3 +65,13 @@ if [ "${BENCH_WAN:-0}" = 1 ]; then
 else
     echo "skipped (about 25 minutes, root): set BENCH_WAN=1, or run tests/bench/bench_rounds.sh and bench_overlap.sh"
 fi
+
+echo
+echo "== placement: predicted vs measured step times of pipeline layouts, 8 nodes in namespaces (issue 9) =="
+# Needs root, deploy/wan-sim.sh and as many idle cores as nodes (one thread each): N=8 wants 16, so
+# opt-in: BENCH_PLAN=1 make bench (N defaults to 2 here), or run tests/bench/bench_plan.sh alone.
+if [ "${BENCH_PLAN:-0}" = 1 ]; then
+    LOCO_BIN="$BUILD/loco" bash tests/bench/bench_plan.sh
+else
+    echo "skipped (root, idle cores): set BENCH_PLAN=1, or run N=8 tests/bench/bench_plan.sh on a machine with 16 cores"
+fi
