@@ -67,6 +67,22 @@ else
 fi
 
 echo
+echo "== joining and checkpoints (issue 7): catch-up throughput from 1/2/4 donors on capped links; checkpoint stall =="
+# bench_catchup.sh needs root and deploy/wan-sim.sh (namespaces + tbf), about 8 minutes: BENCH_WAN=1.
+# bench_ckpt.sh, about 4 minutes (exact stall timings by uprobes with root and perf, else from the
+# step records): BENCH_CKPT=1. Or run either alone.
+if [ "${BENCH_WAN:-0}" = 1 ]; then
+    LOCO_BIN="$BUILD/loco" bash tests/bench/bench_catchup.sh
+else
+    echo "catch-up skipped (about 8 minutes, root): set BENCH_WAN=1, or run tests/bench/bench_catchup.sh"
+fi
+if [ "${BENCH_CKPT:-0}" = 1 ]; then
+    LOCO_BIN="$BUILD/loco" bash tests/bench/bench_ckpt.sh
+else
+    echo "checkpoint stall skipped (about 4 minutes): set BENCH_CKPT=1, or run tests/bench/bench_ckpt.sh"
+fi
+
+echo
 echo "== placement: predicted vs measured step times of pipeline layouts, 8 nodes in namespaces (issue 9) =="
 # Needs root, deploy/wan-sim.sh and as many idle cores as nodes (one thread each): N=8 wants 16, so
 # opt-in: BENCH_PLAN=1 make bench (N defaults to 2 here), or run tests/bench/bench_plan.sh alone.
