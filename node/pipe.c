@@ -364,6 +364,10 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
     }
     // The step: a finished one is stale. A node runs at most a step or two ahead of us (it finishes
     // a step only once its next stage answered it), more only while it takes us for dead.
+    // END for a step says the sender is through with it and every earlier one (s_step_done), even when
+    // it is too far ahead to keep: a stage that fell far behind catches up on the ENDs. (An ACT far
+    // ahead is only dropped: it says the same, but ENDs are what a sender sends every stage node.)
+    if (type == PIPE_MSG_END && step + 1 > p->peers[from].ahead) p->peers[from].ahead = step + 1;
     if (step < p->step || step > p->step + 8) {
         s_drop(p, PIPE_DROP_STALE, from, "%s for step %llu at step %llu", s_type_name(type), (unsigned long long)step,
                (unsigned long long)p->step);
@@ -413,7 +417,6 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
                (unsigned long long)step, origin, mb);
         return;
     case PIPE_MSG_END:
-        if (step + 1 > q->ahead) q->ahead = step + 1;
         q->has_end = 1;
         q->end_step = step;
         q->end_count = count;
@@ -746,10 +749,11 @@ int pipe_grads(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop) {
             }
         }
     }
-    // Tell the next stage: every replica, with the count of our micro-batches it completed.
+    // Tell the next stage: every replica, with the count of our micro-batches it completed (also the
+    // ones taken for dead: one that was only slow catches up on these).
     if (p->stage < p->S - 1)
         for (int i = 0; i < p->plan->n_nodes; i++)
-            if (p->plan->nodes[i].stage == p->stage + 1 && !p->peers[i].dead)
+            if (p->plan->nodes[i].stage == p->stage + 1)
                 s_post(p, i, PIPE_MSG_END, p->step, 0, 0, p->peers[i].done_to, 0.0f, NULL, 0);
     float k = p->nproc ? 1.0f / (float)p->nproc : 0.0f;
     s_scale(t->model->grads + p->off, p->len, k);
@@ -879,10 +883,7 @@ pipe_t *pipe_new(const pipe_opts_t *o, trainer_t *t, char *err, size_t errlen) {
     p->tok_n = (size_t)p->B * p->T;
     p->wte_n = (size_t)p->V * p->C;
     p->run_id = net_run_id(o->fp);
-    size_t b0, b1;
-    gpt_layer_span(mc, p->l0, p->l1, &b0, &b1);
-    size_t begin = p->stage == 0 ? 0 : b0, end = p->stage == p->S - 1 ? t->model->num_params : b1;
-    p->off = begin, p->len = end - begin;
+    pipe_plan_range(pl, self, mc, &p->off, &p->len);
     rng_seed(&p->rng, o->route_seed ^ 0x5049504550495045ULL);
     if (p->o.timeout_ms <= 0) p->o.timeout_ms = 10000;
 
@@ -1016,14 +1017,61 @@ void pipe_log_stats(const pipe_t *p) {
              (unsigned long long)s->recv, s->bytes_recv / 1e6, (unsigned long long)s->dropped, drops, s->wait_s);
 }
 
+void pipe_plan_range(const plan_t *plan, int i, const gpt_config_t *cfg, size_t *off, size_t *len) {
+    int s = plan->nodes[i].stage;
+    size_t b0, b1;
+    gpt_layer_span(cfg, plan->stages[s].l0, plan->stages[s].l1, &b0, &b1);
+    size_t begin = s == 0 ? 0 : b0, end = s == plan->n_stages - 1 ? gpt_num_params(cfg) : b1;
+    *off = begin;
+    *len = end - begin;
+}
+
 // ---------------------------------------------------------------------------------------------
-// The run loop without outer steps
+// The run loops
+
+// The metrics record and (every 10 steps) the log line of an inner step that took t1 - t0.
+static void s_log_step(pipe_t *p, trainer_t *t, train_ctx_t *x, double t0, double t1) {
+    size_t tok = (size_t)p->B * p->T * (size_t)p->M;
+    uint64_t total = (uint64_t)t->cfg.steps;
+    x->compute_s += t1 - t0;
+    metrics_write(x->mx, "step", t->step, "\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,"
+                  "\"elapsed_s\":%.3f,\"stage\":%d,\"micro_batches\":%d,\"rerouted\":%llu,\"dead_marks\":%llu,"
+                  "\"dropped\":%llu", t->loss, t->lr, t->grad_norm, (double)tok / (t1 - t0), t1 - x->t_start,
+                  p->stage, p->nproc, (unsigned long long)p->st.rerouted, (unsigned long long)p->st.dead_marks,
+                  (unsigned long long)p->st.dropped);
+    if (t->step % 10 == 0 || t->step == total || t1 - x->t_last > 30) {
+        log_info("train", "step %llu/%llu loss %.4f lr %.2e grad_norm %.3f %.0f tok/s | stage %d, %d micro-batches, "
+                 "%llu rerouted%s", (unsigned long long)t->step, (unsigned long long)total, t->loss, t->lr, t->grad_norm,
+                 (double)tok / (t1 - t0), p->stage, p->nproc, (unsigned long long)p->st.rerouted, x->status);
+        x->t_last = t1;
+    }
+}
+
+int pipe_outer_member_ok(void *hook_ctx, const uint8_t id[32]) {
+    const pipe_outer_t *oc = hook_ctx;
+    int i = plan_find(oc->plan, id);
+    return i >= 0 && oc->plan->nodes[i].stage == oc->stage;
+}
+
+int pipe_outer_inner_step(void *hook_ctx, trainer_t *t, train_ctx_t *x) {
+    pipe_outer_t *oc = hook_ctx;
+    double t0 = metrics_mono();
+    int r = pipe_step(oc->pipe, t, x->stop);
+    if (r == 1) return 0; // stopped: the round loop sees *stop
+    if (r == 2) {         // the stages before this one are gone: end here, as at [train] steps
+        t->step = (uint64_t)t->cfg.steps;
+        atomic_store(&t->progress, t->step);
+        return 0;
+    }
+    if (r != 0) return 1;
+    s_log_step(oc->pipe, t, x, t0, metrics_mono());
+    return 0;
+}
 
 int pipe_train(pipe_t *p, trainer_t *t, metrics_t *mx, volatile sig_atomic_t *stop) {
     train_ctx_t x;
     train_ctx_init(&x, t, mx, stop);
     uint64_t total = (uint64_t)t->cfg.steps;
-    size_t tok = (size_t)p->B * p->T * (size_t)p->M;
     int rc = 0, ended = 0;
     while (t->step < total && !*stop) {
         double t0 = metrics_mono();
@@ -1036,19 +1084,7 @@ int pipe_train(pipe_t *p, trainer_t *t, metrics_t *mx, volatile sig_atomic_t *st
             rc = r < 0;
             break;
         }
-        double t1 = metrics_mono();
-        x.compute_s += t1 - t0;
-        metrics_write(mx, "step", t->step, "\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,"
-                      "\"elapsed_s\":%.3f,\"stage\":%d,\"micro_batches\":%d,\"rerouted\":%llu,\"dead_marks\":%llu,"
-                      "\"dropped\":%llu", t->loss, t->lr, t->grad_norm, (double)tok / (t1 - t0), t1 - x.t_start,
-                      p->stage, p->nproc, (unsigned long long)p->st.rerouted, (unsigned long long)p->st.dead_marks,
-                      (unsigned long long)p->st.dropped);
-        if (t->step % 10 == 0 || t->step == total || t1 - x.t_last > 30) {
-            log_info("train", "step %llu/%llu loss %.4f lr %.2e grad_norm %.3f %.0f tok/s | stage %d, %d micro-batches, "
-                     "%llu rerouted", (unsigned long long)t->step, (unsigned long long)total, t->loss, t->lr, t->grad_norm,
-                     (double)tok / (t1 - t0), p->stage, p->nproc, (unsigned long long)p->st.rerouted);
-            x.t_last = t1;
-        }
+        s_log_step(p, t, &x, t0, metrics_mono());
     }
     char err[1536];
     if (rc == 0 && (t->step >= total || ended) && train_save(t, &x, err, sizeof err) != 0) {
@@ -1095,7 +1131,8 @@ void pipe_member_gone(const plan_t *plan, _Atomic uint32_t *gone, const uint8_t 
 }
 
 int pipe_run(const loco_config_t *cfg0, const plan_t *plan, const net_identity_t *id, const uint8_t fp[32],
-             _Atomic uint32_t *gone, metrics_t *mx, _Atomic(trainer_t *) *trainer_out, volatile sig_atomic_t *stop) {
+             _Atomic uint32_t *gone, metrics_t *mx, _Atomic(trainer_t *) *trainer_out, outer_run_t *outer,
+             pipe_outer_t *oc, volatile sig_atomic_t *stop) {
     char err[1536];
     loco_config_t cfg = *cfg0;
     int self = plan_find(plan, id->pk);
@@ -1127,15 +1164,23 @@ int pipe_run(const loco_config_t *cfg0, const plan_t *plan, const net_identity_t
     pipe_range(p, &off, &len);
     log_info("train", "%zu parameters, %zu of them this stage's; data stream %llu", t->model->num_params, len,
              (unsigned long long)stream);
-    int resumed = 0;
-    if (train_resume(t, &resumed, err, sizeof err) != 0) {
-        log_error("train", "%s", err);
-        pipe_destroy(&p);
-        trainer_destroy(&t);
-        return 1;
+    int rc;
+    if (outer && oc) { // outer steps with this stage's other replicas (it resumes from checkpoints itself)
+        oc->pipe = p;
+        if (trainer_out) atomic_store(trainer_out, t);
+        rc = outer_run_train(outer, t, stop);
+        pipe_log_stats(p);
+    } else {
+        int resumed = 0;
+        if (train_resume(t, &resumed, err, sizeof err) != 0) {
+            log_error("train", "%s", err);
+            pipe_destroy(&p);
+            trainer_destroy(&t);
+            return 1;
+        }
+        if (trainer_out) atomic_store(trainer_out, t);
+        rc = pipe_train(p, t, mx, stop);
     }
-    if (trainer_out) atomic_store(trainer_out, t);
-    int rc = pipe_train(p, t, mx, stop);
     if (trainer_out) atomic_store(trainer_out, NULL);
     pipe_destroy(&p);
     trainer_destroy(&t);

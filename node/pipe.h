@@ -72,6 +72,7 @@
 
 #include "net/identity.h"
 #include "node/metrics.h"
+#include "node/outer_run.h"
 #include "node/plan_file.h"
 #include "node/trainer.h"
 
@@ -166,10 +167,29 @@ int pipe_train(pipe_t *p, trainer_t *t, metrics_t *mx, volatile sig_atomic_t *st
 int pipe_plan_load(const loco_config_t *cfg, const uint8_t self_id[32], plan_t *plan, char *err, size_t errlen);
 // Net thread: membership reports id dead or left; bumps gone[] for the plan node it is (if any).
 void pipe_member_gone(const plan_t *plan, _Atomic uint32_t *gone, const uint8_t id[32]);
+// The parameter range of plan node i's stage (what pipe_range says once the stage exists).
+void pipe_plan_range(const plan_t *plan, int i, const gpt_config_t *cfg, size_t *off, size_t *len);
+
+// Outer steps between the replicas of a stage, through node/outer_run.h's hooks (outer_env_t
+// off/len = the stage's range, member_ok, inner_step, hook_ctx = a pipe_outer_t): DiLoCo or NoLoCo
+// exactly as for whole models, over the stage's parameters, with the replicas of the same stage
+// as the only partners. wte is stage 0's (its replicas average it); a last-stage node takes the
+// new wte with the next WTE message, one inner step later.
+typedef struct {
+    const plan_t *plan;
+    int stage;
+    pipe_t *pipe;               // set by pipe_run
+    metrics_t *mx;
+} pipe_outer_t;
+int pipe_outer_member_ok(void *hook_ctx, const uint8_t id[32]);
+int pipe_outer_inner_step(void *hook_ctx, trainer_t *t, train_ctx_t *x);
+
 // loco run's compute thread for a pipelined run: the trainer ([train] batch = micro_batch, data at
-// stage 0 only, no evaluation: a stage holds only part of the model), the stage, and pipe_train.
-// *trainer_out is set while training (the net thread samples the step rate). Returns 0 or 1.
+// stage 0 only, no evaluation: a stage holds only part of the model), the stage, and then
+// outer_run_train with the hooks above when outer is not NULL, else pipe_train. *trainer_out is set
+// while training (the net thread samples the step rate). Returns 0 or 1.
 int pipe_run(const loco_config_t *cfg, const plan_t *plan, const net_identity_t *id, const uint8_t fp[32],
-             _Atomic uint32_t *gone, metrics_t *mx, _Atomic(trainer_t *) *trainer_out, volatile sig_atomic_t *stop);
+             _Atomic uint32_t *gone, metrics_t *mx, _Atomic(trainer_t *) *trainer_out, outer_run_t *outer,
+             pipe_outer_t *oc, volatile sig_atomic_t *stop);
 
 #endif

@@ -4,7 +4,9 @@
 #     same every step and falls; the stages' logs name their block ranges.
 #  2. A node the plan does not name refuses to start, naming the plan; a node holding another plan
 #     is refused by the seed with the field that differs (pipeline.plan).
-#  3. Stage 1 with two replicas: micro-batches are routed to both; one replica is frozen (SIGSTOP)
+#  3. Stage 1 with two replicas, DiLoCo every 10 inner steps: micro-batches are routed to both, the
+#     two replicas take outer steps together over stage 1's parameters (both contribute, identical
+#     anchors), stage 0 alone over its own; then one replica is frozen (SIGSTOP)
 #     so the micro-batches it holds go unanswered: stage 0 takes it for dead and reroutes them to
 #     the other replica; it is then killed with -9, and training goes on to the end on the
 #     remaining replica (loss still falls).
@@ -107,7 +109,7 @@ echo "ok: 2-stage pipeline trains (60 steps, same loss on both stages)"
 
 # --- 2. refusals --------------------------------------------------------------------------------
 timeout 30 "$BIN" run -c "$W/base.ini" --set node.key="$W/a/k3" --set net.listen="tcp://127.0.0.1:$(port)" \
-    --set pipeline.plan="$W/plan2" --set node.peer_cache="$W/a/cache3" >"$W/a/log3" 2>&1
+    --set pipeline.plan="$W/plan2" --set node.peer_cache="$W/a/cache3" --set train.checkpoint_dir="$W/a/ck3" >"$W/a/log3" 2>&1
 rc=$?
 [ "$rc" != 0 ] || fail "a node the plan does not name started"
 grep -q "does not name this peer (${ID[a3]})" "$W/a/log3" || fail "no clear refusal for a node outside the plan"
@@ -115,7 +117,7 @@ sed 's/micro_batches 4/micro_batches 2/' "$W/plan2" >"$W/plan2b"
 start a 1 "$W/plan2" --set train.steps=100000
 wait_for 20 "the seed listens" grep -q "peer .*, run 'pipe-test'" "$W/a/log1"
 timeout 30 "$BIN" run -c "$W/base.ini" --set node.key="$W/a/k2" --set net.listen="tcp://127.0.0.1:${P[a2]}" \
-    --set pipeline.plan="$W/plan2b" --set node.peer_cache="$W/a/cache2b" \
+    --set pipeline.plan="$W/plan2b" --set node.peer_cache="$W/a/cache2b" --set train.checkpoint_dir="$W/a/ck2b" \
     --set "bootstrap.seed=${ID[a1]}@tcp://127.0.0.1:${P[a1]}" >"$W/a/log2b" 2>&1
 grep -q "pipeline.plan" "$W/a/log2b" || fail "a node with another plan was not refused naming pipeline.plan"
 kill -9 "${PID[a1]}" 2>/dev/null
@@ -136,10 +138,27 @@ node s0 ${ID[b1]} 0 0 tcp://127.0.0.1:${Q[b1]}
 node r0 ${ID[b2]} 1 0 tcp://127.0.0.1:${Q[b2]}
 node r1 ${ID[b3]} 1 1 tcp://127.0.0.1:${Q[b3]}
 PLAN
-for i in 1 2 3; do start b $i "$W/plan3" --set train.steps=400; done
-# Both replicas have taken micro-batches (in at least 3 steps each) before one is frozen.
+for i in 1 2 3; do
+    start b $i "$W/plan3" --set train.steps=1500 --set outer.algorithm=diloco --set outer.inner_steps=10 \
+        --set outer.deadline_ms=3000
+done
+# Both replicas have taken micro-batches and completed outer rounds together before one is frozen.
 busy() { [ "$(cat "$W/b/m$1.jsonl" 2>/dev/null | grep -c '"micro_batches":[1-9]')" -ge 3 ]; }
 wait_for 90 "both replicas at work" eval "busy 2 && busy 3"
+# anchor_of LOG N: the anchor hash after round N, when both replicas contributed to it.
+anchor_of() { grep -o "round $2 mean: 2 of 2 .* anchor [0-9a-f]*" "$1" | awk '{print $NF}'; }
+common_round() { # a round both replicas completed together: "N hash2 hash3"
+    for n in $(grep -o 'round [0-9]* mean: 2 of 2' "$W/b/log2" 2>/dev/null | awk '{print $2}'); do
+        local h3; h3=$(anchor_of "$W/b/log3" "$n")
+        [ -n "$h3" ] && { echo "$n $(anchor_of "$W/b/log2" "$n") $h3"; return 0; }
+    done
+    return 1
+}
+wait_for 90 "an outer step of both stage-1 replicas together" common_round
+read -r n a2 a3 <<<"$(common_round)"
+[ "$a2" = "$a3" ] || fail "stage 1 replicas end round $n with different anchors ($a2, $a3)"
+echo "  stage 1 replicas: round $n, both contributed, anchor $a2 on both"
+grep -q "round [0-9]* mean: 1 of 1 contributed" "$W/b/log1" || fail "stage 0 (one replica) does not take its outer steps alone"
 kill -STOP "${PID[b3]}"
 wait_for 60 "stage 0 reroutes the frozen replica's micro-batches" grep -q "rerouted from r1 to r0" "$W/b/log1"
 kill -9 "${PID[b3]}"
@@ -153,11 +172,11 @@ for i in 1 2; do
 done
 sum=$(grep -o "pipeline stage 0 replica 0: .*" "$W/b/log1")
 echo "  $sum"
-echo "$sum" | grep -q "400 steps, 1600 forward / 1600 backward" || fail "stage 0 did not finish its micro-batches"
+echo "$sum" | grep -q "1500 steps, 6000 forward / 6000 backward" || fail "stage 0 did not finish its micro-batches"
 rr=$(echo "$sum" | sed 's/.* \([0-9]*\) rerouted.*/\1/')
 [ "$rr" -ge 1 ] || fail "nothing rerouted"
 grep -q "taken for dead" "$W/b/log1" || fail "stage 0 never took the replica for dead"
-grep -q "pipeline stage 1 replica 0: 400 steps" "$W/b/log2" || fail "the remaining replica did not finish"
+grep -q "pipeline stage 1 replica 0: 1500 steps" "$W/b/log2" || fail "the remaining replica did not finish"
 echo "replicas:"
 falls "$W/b/m1.jsonl" || fail "the loss does not fall with a killed replica"
-echo "ok: replicas share the micro-batches; a frozen replica's micro-batches are rerouted ($rr), after kill -9 training goes on"
+echo "ok: replicas share the micro-batches and average stage 1 (DiLoCo); a frozen replica's micro-batches are rerouted ($rr), after kill -9 training goes on"
