@@ -506,13 +506,19 @@ static void s_check_gone(pipe_t *p) {
 static void s_route(pipe_t *p, slot_t *s) {
     int cand[PLAN_MAX_NODES], nc = 0;
     uint64_t now = s_mono_ms(), probation = 4 * (uint64_t)p->o.timeout_ms;
-    for (int pass = 0; pass < 2 && nc == 0; pass++) // when all are taken for dead, try them anyway
+    // routing chain: replica r sends to replica r mod R of the next stage while that one is usable;
+    // random, or when it is not: any usable replica; when all are taken for dead, any.
+    int chain = p->plan->routing == PLAN_ROUTE_CHAIN, rnext = plan_replicas(p->plan, p->stage + 1);
+    for (int pass = chain ? 0 : 1; pass < 3 && nc == 0; pass++)
         for (int i = 0; i < p->plan->n_nodes; i++) {
             const peer_t *q = &p->peers[i];
             // A node taken for dead gets a micro-batch again after a while (a killed one is not
             // connected, so the send fails at once; one that answers is back).
-            int usable = !q->dead || now - q->dead_ms > probation;
-            if (p->plan->nodes[i].stage == p->stage + 1 && (pass || (usable && i != s->exclude))) cand[nc++] = i;
+            int usable = (!q->dead || now - q->dead_ms > probation) && i != s->exclude;
+            if (p->plan->nodes[i].stage != p->stage + 1) continue;
+            if ((pass == 0 && usable && rnext > 0 && p->plan->nodes[i].replica == p->replica % rnext) ||
+                (pass == 1 && usable) || pass == 2)
+                cand[nc++] = i;
         }
     const float *out = gpt_range_output(s->m);
     while (nc > 0) {
@@ -954,8 +960,9 @@ pipe_t *pipe_new(const pipe_opts_t *o, trainer_t *t, char *err, size_t errlen) {
             s_dealer(p, i);
     }
     log_info("pipe", "plan node %s: stage %d of %d (blocks %d..%d), replica %d of %d, %s, %d x %d micro-batches, "
-             "%d activation slot(s), listening on %s", pl->nodes[self].name, p->stage, p->S, p->l0, p->l1 - 1, p->replica,
-             rs, gpipe ? "GPipe" : "1F1B", p->M, p->B, p->nslots, ep);
+             "%s routing, %d activation slot(s), listening on %s", pl->nodes[self].name, p->stage, p->S, p->l0, p->l1 - 1,
+             p->replica, rs, gpipe ? "GPipe" : "1F1B", p->M, p->B, pl->routing == PLAN_ROUTE_CHAIN ? "chain" : "random",
+             p->nslots, ep);
     return p;
 oom:
     snprintf(err, errlen, "out of memory for the pipeline stage");

@@ -54,7 +54,9 @@
 // goes on with what arrived (embedding part only, or the previous wte).
 //
 // Replicas. A micro-batch goes to a replica of the next stage drawn at random (NoLoCo-style, the
-// portable PRNG) among those not taken for dead. A node is taken for dead when a micro-batch sent
+// portable PRNG) among those not taken for dead — or, with the plan's `routing chain`, to replica
+// r mod R' of the next stage while that one is not taken for dead (R pipelines; any other live
+// replica otherwise). A node is taken for dead when a micro-batch sent
 // to it is not answered within [pipeline] timeout_ms (that micro-batch is then resent to another
 // replica: "rerouted"), when membership reports it dead or left (pipe_peer_gone), or when it is an
 // upstream node we wait on for END and it has been silent for timeout_ms. Any message from it

@@ -31,7 +31,7 @@
 #include "node/trainer.h"
 
 #define NSTEP 3
-#define MAXS 3
+#define MAXN 6
 
 static char s_dir[64];
 
@@ -86,8 +86,8 @@ static void s_identity(net_identity_t *id, int i) {
     cr_assert_eq(net_identity_from_seed(id, seed), 0);
 }
 
-// A plan over S stages with the given cuts, one replica each.
-static void s_plan(plan_t *p, int S, const int *cuts, int L, int mb, int M, plan_schedule_t sch) {
+// A plan over S stages with the given cuts, R replicas each (node index = stage·R + replica).
+static void s_plan(plan_t *p, int S, int R, const int *cuts, int L, int mb, int M, plan_schedule_t sch) {
     memset(p, 0, sizeof *p);
     p->layers = L;
     p->schedule = sch;
@@ -95,15 +95,16 @@ static void s_plan(plan_t *p, int S, const int *cuts, int L, int mb, int M, plan
     p->micro_batches = M;
     p->n_stages = S;
     for (int s = 0; s < S; s++) p->stages[s] = (plan_stage_t){cuts[s], cuts[s + 1]};
-    p->n_nodes = S;
-    for (int s = 0; s < S; s++) {
-        plan_node_t *n = &p->nodes[s];
-        snprintf(n->name, sizeof n->name, "s%d", s);
+    p->n_nodes = S * R;
+    p->routing = R > 1 ? PLAN_ROUTE_CHAIN : PLAN_ROUTE_RANDOM;
+    for (int k = 0; k < S * R; k++) {
+        plan_node_t *n = &p->nodes[k];
+        snprintf(n->name, sizeof n->name, "s%dr%d", k / R, k % R);
         net_identity_t id;
-        s_identity(&id, s);
+        s_identity(&id, k);
         memcpy(n->id, id.pk, 32);
-        n->stage = s;
-        n->replica = 0;
+        n->stage = k / R;
+        n->replica = k % R;
         snprintf(n->endpoint, sizeof n->endpoint, "tcp://127.0.0.1:%d", s_free_port());
     }
     char err[256];
@@ -225,13 +226,16 @@ static int s_send_bad(const plan_t *pl, int as, int to, const uint8_t fp[32], co
     return sent;
 }
 
-static void s_check_pipeline(int S, const int *cuts, int M, plan_schedule_t sch, int bad) {
+// S stages × R replicas (R > 1: routing chain, R independent pipelines on the same data stream, so
+// each must equal the single node).
+static void s_check_pipeline(int S, int R, const int *cuts, int M, plan_schedule_t sch, int bad) {
     s_make_data(64);
     loco_config_t c;
     s_config(&c);
     int mb = 2;
     plan_t *pl = malloc(sizeof *pl);
-    s_plan(pl, S, cuts, c.model.layers, mb, M, sch);
+    s_plan(pl, S, R, cuts, c.model.layers, mb, M, sch);
+    int N = S * R;
 
     // The single node: `loco train` with batch M·B, same seed, same stream.
     loco_config_t rc = c;
@@ -247,11 +251,11 @@ static void s_check_pipeline(int S, const int *cuts, int M, plan_schedule_t sch,
         memcpy(rg[k], ref->model->grads, np * sizeof(float)); // clipping is off: AdamW left them as they were
     }
 
-    stage_arg_t a[MAXS];
-    pthread_t th[MAXS];
+    stage_arg_t a[MAXN];
+    pthread_t th[MAXN];
     uint8_t fp[32];
     net_run_fingerprint(&c, fp);
-    for (int s = 0; s < S; s++) {
+    for (int s = 0; s < N; s++) {
         memset(&a[s], 0, sizeof a[s]);
         a[s].plan = pl;
         a[s].cfg = c;
@@ -261,23 +265,23 @@ static void s_check_pipeline(int S, const int *cuts, int M, plan_schedule_t sch,
         cr_assert_eq(pthread_create(&th[s], NULL, s_stage_thread, &a[s]), 0);
     }
     int nbad = bad ? s_send_bad(pl, 0, 1, fp, &c) : 0;
-    for (int s = 0; s < S; s++) pthread_join(th[s], NULL);
-    for (int s = 0; s < S; s++) cr_assert_eq(a[s].rc, 0, "stage %d: rc %d: %s", s, a[s].rc, a[s].err);
+    for (int s = 0; s < N; s++) pthread_join(th[s], NULL);
+    for (int s = 0; s < N; s++) cr_assert_eq(a[s].rc, 0, "node %d: rc %d: %s", s, a[s].rc, a[s].err);
 
     int ok = 1;
     for (int k = 0; k < NSTEP; k++) {
-        float last_loss = a[S - 1].loss[k], first_loss = a[0].loss[k];
+        float last_loss = a[N - 1].loss[k], first_loss = a[0].loss[k];
         printf("step %d: single node loss %.7f, last stage %.7f, stage 0 %.7f\n", k, rl[k], last_loss, first_loss);
-        ok &= fabsf(last_loss - rl[k]) <= 1e-5f * fabsf(rl[k]);
-        ok &= fabsf(first_loss - rl[k]) <= 1e-5f * fabsf(rl[k]);
-        for (int s = 0; s < S; s++) {
+        for (int s = 0; s < N; s++) ok &= fabsf(a[s].loss[k] - rl[k]) <= 1e-5f * fabsf(rl[k]);
+        for (int s = 0; s < N; s++) {
             char label[64];
-            snprintf(label, sizeof label, "step %d stage %d grads [%zu, %zu)", k, s, a[s].off, a[s].off + a[s].len);
+            snprintf(label, sizeof label, "step %d node %s grads [%zu, %zu)", k, pl->nodes[s].name, a[s].off,
+                     a[s].off + a[s].len);
             ok &= s_close(label, a[s].grads[k] + a[s].off, rg[k] + a[s].off, a[s].len, 2e-6, 2e-4);
         }
     }
     cr_expect(ok, "the pipeline differs from the single node (see above)");
-    for (int s = 0; s < S; s++) {
+    for (int s = 0; s < N; s++) {
         cr_expect_eq(a[s].st.steps, NSTEP);
         cr_expect_eq(a[s].st.fwd, (uint64_t)(NSTEP * M), "stage %d ran %llu forwards", s, (unsigned long long)a[s].st.fwd);
         cr_expect_eq(a[s].st.rerouted, 0);
@@ -298,7 +302,7 @@ static void s_check_pipeline(int S, const int *cuts, int M, plan_schedule_t sch,
     }
     for (int k = 0; k < NSTEP; k++) {
         free(rg[k]);
-        for (int s = 0; s < S; s++) free(a[s].grads[k]);
+        for (int s = 0; s < N; s++) free(a[s].grads[k]);
     }
     trainer_destroy(&ref);
     free(pl);
@@ -307,22 +311,27 @@ static void s_check_pipeline(int S, const int *cuts, int M, plan_schedule_t sch,
 
 Test(pipe, two_stages_1f1b_equal_one_node, .timeout = 120) {
     int cuts[] = {0, 2, 4};
-    s_check_pipeline(2, cuts, 4, PLAN_1F1B, 0);
+    s_check_pipeline(2, 1, cuts, 4, PLAN_1F1B, 0);
+}
+
+Test(pipe, two_chained_pipelines_each_equal_one_node, .timeout = 120) {
+    int cuts[] = {0, 2, 4};
+    s_check_pipeline(2, 2, cuts, 4, PLAN_1F1B, 0);
 }
 
 Test(pipe, three_stages_1f1b_equal_one_node, .timeout = 120) {
     int cuts[] = {0, 1, 3, 4};
-    s_check_pipeline(3, cuts, 4, PLAN_1F1B, 0);
+    s_check_pipeline(3, 1, cuts, 4, PLAN_1F1B, 0);
 }
 
 Test(pipe, three_stages_gpipe_equal_one_node, .timeout = 120) {
     int cuts[] = {0, 2, 3, 4};
-    s_check_pipeline(3, cuts, 3, PLAN_GPIPE, 0);
+    s_check_pipeline(3, 1, cuts, 3, PLAN_GPIPE, 0);
 }
 
 Test(pipe, bad_messages_dropped_and_counted, .timeout = 120) {
     int cuts[] = {0, 3, 4};
-    s_check_pipeline(2, cuts, 2, PLAN_1F1B, 1);
+    s_check_pipeline(2, 1, cuts, 2, PLAN_1F1B, 1);
 }
 
 Test(pipe, refuses_a_peer_not_in_the_plan) {
@@ -332,7 +341,7 @@ Test(pipe, refuses_a_peer_not_in_the_plan) {
     c.batch = 2;
     plan_t *pl = malloc(sizeof *pl);
     int cuts[] = {0, 2, 4};
-    s_plan(pl, 2, cuts, 4, 2, 2, PLAN_1F1B);
+    s_plan(pl, 2, 1, cuts, 4, 2, 2, PLAN_1F1B);
     char err[512];
     trainer_t *t = trainer_new(&c, 0, 7, err, sizeof err);
     cr_assert(t, "%s", err);
