@@ -16,11 +16,20 @@
 #define UPD_RECORD 1
 #define UPD_SUSPECT 2
 #define UPD_DEAD 3
+#ifndef ROUND_BURST
+#define ROUND_BURST 3 // dissemination rounds: bursts of up to 3, then one per period on average
+#endif
+#ifndef PROBE_RETRY2
+#define PROBE_RETRY2 0
+#endif
+#ifndef ROUND_RATE
+#define ROUND_RATE 1
+#endif
 
 typedef struct {
     uint8_t id[GOSSIP_ID_BYTES];
     gossip_record_t rec;
-    uint8_t raw[GOSSIP_RECORD_MAX];
+    uint8_t *raw; // the signed wire form, raw_len bytes (malloc'd to size)
     size_t raw_len;
     gossip_state_t state;
     uint64_t inc;          // incarnation of the state; always rec.incarnation (claims about others are refused)
@@ -28,6 +37,8 @@ typedef struct {
     uint64_t suspect_since; // the suspicion timer runs from here; its length follows our health
     double srtt, rttvar;   // ms, RFC 6298; srtt < 0: no sample yet
     bool is_self;
+    bool my_suspicion;     // suspect because our own probe failed (not because we heard a claim)
+    int32_t it_rec, it_claim; // its record / claim item in the dissemination queue (index), or -1
 } member_t;
 
 typedef struct {
@@ -44,13 +55,16 @@ typedef struct {
 } forward_t;
 
 // An update being disseminated. Its content is read from the member at send time, so a newer
-// state about the same member simply replaces the item.
+// state about the same member simply replaces the item. The queue is kept in enqueue order (a
+// replaced item is removed and appended anew), so ties in transmit count go oldest first; each
+// member links to its items (at most a record and a claim), so enqueueing and checking an item are
+// O(1) and a send is one pass over the queue.
 typedef struct {
-    uint8_t id[GOSSIP_ID_BYTES];
-    uint8_t kind; // UPD_*
+    member_t *x;  // NULL: removed, compacted away by the next pass
+    uint8_t kind;     // UPD_*
     uint64_t inc;
     int transmits;
-    uint64_t order; // enqueue order: ties in transmit count go oldest first
+    uint64_t since; // when it was enqueued
 } item_t;
 
 typedef struct {
@@ -66,6 +80,7 @@ struct gossip_members {
     uint64_t wall_base, mono_base;
     rng_t rng;
     bool left;
+    bool joining; // the message being applied reached us while we held no other live member
 
     member_t **mem; // sorted by id
     size_t n_mem, cap_mem;
@@ -79,8 +94,9 @@ struct gossip_members {
     size_t n_order, cap_order, pos;
     bool probing;
     uint8_t target[GOSSIP_ID_BYTES];
-    uint32_t probe_seq;
-    uint64_t probe_start, probe_ack_deadline, probe_end, next_probe;
+    uint32_t probe_seq, retry_seq, retry2_seq; // retries: the direct ping re-sent (s_probe_tick)
+    uint64_t probe_start, retry_start, retry2_start, probe_ack_deadline, probe_retry2_at, probe_end, next_probe;
+    bool retried2;
     bool probe_indirect;
     uint8_t helpers[MAX_HELPERS][GOSSIP_ID_BYTES];
     int n_helpers;
@@ -91,10 +107,21 @@ struct gossip_members {
     int n_fwd;
 
     item_t *items;
-    size_t n_items, cap_items;
-    uint64_t item_order;
+    size_t n_items, cap_items; // queue slots, removed ones included until the next pass
+    size_t n_pending, n_fresh; // items not removed; of them, sent fewer than gossip_fanout times
+    uint32_t *scratch;         // a send's ordering of the queue
+    size_t cap_scratch;
+    size_t n_live;             // members alive or suspect, self included
+    // Timer bounds that spare next_wakeup and tick a pass over the view: the members suspected
+    // and the tombstones (dead or left, self excluded), and a lower bound on the suspect_since /
+    // state_since of each (exact after each pass, UINT64_MAX when there is none).
+    size_t n_suspect, n_tomb;
+    uint64_t susp_min, tomb_min;
 
     uint64_t next_sync, next_join, sync_rounds, next_gossip;
+    uint64_t now;        // the latest now_ms given to tick, receive, leave or update_caps
+    double round_tokens; // dissemination rounds this peer may still run now (see s_gossip_tick)
+    uint64_t round_refill;
     double g_srtt, g_rttvar; // over all direct probes; g_srtt < 0: no sample
 
     gossip_msg_t *out;
@@ -220,7 +247,8 @@ static int s_cmp_state(uint64_t ia, gossip_state_t sa, uint64_t ib, gossip_state
     return s_rank(sa) - s_rank(sb);
 }
 
-static bool s_is_live(const member_t *x) { return x->state == GOSSIP_ALIVE || x->state == GOSSIP_SUSPECT; }
+static bool s_is_live_state(gossip_state_t s) { return s == GOSSIP_ALIVE || s == GOSSIP_SUSPECT; }
+static bool s_is_live(const member_t *x) { return s_is_live_state(x->state); }
 
 // The reachability rule as gossip applies it to its own choices.
 static bool s_linkable(const gossip_members_t *m, const member_t *x) {
@@ -249,10 +277,13 @@ static member_t *s_find(const gossip_members_t *m, const uint8_t id[GOSSIP_ID_BY
     return found ? m->mem[i] : NULL;
 }
 
-static size_t s_live_count(const gossip_members_t *m) {
-    size_t n = 0;
-    for (size_t i = 0; i < m->n_mem; i++) n += s_is_live(m->mem[i]);
-    return n;
+static size_t s_live_count(const gossip_members_t *m) { return m->n_live; }
+
+// No other live member we can talk to: the join retries run instead of anti-entropy.
+static bool s_alone(const gossip_members_t *m) {
+    for (size_t i = 0; i < m->n_mem; i++)
+        if (!m->mem[i]->is_self && s_is_live(m->mem[i]) && s_linkable(m, m->mem[i])) return false;
+    return true;
 }
 
 static void s_event(gossip_members_t *m, gossip_event_kind_t kind, const uint8_t id[GOSSIP_ID_BYTES], uint64_t inc,
@@ -352,21 +383,24 @@ static int s_retransmit_limit(const gossip_members_t *m) {
 // ---------------------------------------------------------------------------------------------
 // Dissemination queue
 
-static void s_enqueue(gossip_members_t *m, const uint8_t id[GOSSIP_ID_BYTES], uint8_t kind, uint64_t inc) {
-    for (size_t i = 0; i < m->n_items; i++) {
-        if (memcmp(m->items[i].id, id, GOSSIP_ID_BYTES) == 0) {
-            // A record at a higher incarnation replaces everything older; at the same incarnation a
-            // claim and the record may both be worth sending (the claim needs the record first), so
-            // the record item is kept and the claim gets its own slot.
-            if (m->items[i].kind == kind || m->items[i].inc < inc) {
-                m->items[i].kind = kind;
-                m->items[i].inc = inc;
-                m->items[i].transmits = 0;
-                m->items[i].order = m->item_order++;
-                return;
-            }
-        }
-    }
+static int32_t *s_item_slot(member_t *x, uint8_t kind) { return kind == UPD_RECORD ? &x->it_rec : &x->it_claim; }
+
+static void s_item_drop(gossip_members_t *m, int32_t *slot) {
+    if (*slot < 0) return;
+    item_t *it = &m->items[*slot];
+    if (it->transmits < m->cfg.gossip_fanout) m->n_fresh--;
+    it->x = NULL;
+    m->n_pending--;
+    *slot = -1;
+}
+
+static void s_enqueue(gossip_members_t *m, member_t *x, uint8_t kind, uint64_t inc) {
+    // A record at a higher incarnation replaces everything older; at the same incarnation a claim
+    // and the record may both be worth sending (the claim needs the record first), so each has its
+    // own slot.
+    int32_t *slot = s_item_slot(x, kind);
+    s_item_drop(m, slot);
+    if (kind == UPD_RECORD && x->it_claim >= 0 && m->items[x->it_claim].inc < inc) s_item_drop(m, &x->it_claim);
     if (m->n_items == m->cap_items) {
         size_t cap = m->cap_items ? 2 * m->cap_items : 32;
         item_t *p = realloc(m->items, cap * sizeof *p);
@@ -374,23 +408,64 @@ static void s_enqueue(gossip_members_t *m, const uint8_t id[GOSSIP_ID_BYTES], ui
         m->items = p;
         m->cap_items = cap;
     }
-    item_t *it = &m->items[m->n_items++];
-    memcpy(it->id, id, GOSSIP_ID_BYTES);
-    it->kind = kind;
-    it->inc = inc;
-    it->transmits = 0;
-    it->order = m->item_order++;
+    *slot = (int32_t)m->n_items;
+    m->items[m->n_items++] = (item_t){x, kind, inc, 0, m->now};
+    m->n_pending++;
+    m->n_fresh++;
+}
+
+// Someone else sent us what the item says: it counts as one transmission of ours (Demers et al.'s
+// "feedback" rumor mongering: lose interest in what others already spread). An update that every
+// peer holds and sends — all N records after a mass start, N·λ·log2 N transmissions each peer would
+// otherwise piggyback for many periods — then drains as fast as it is heard; a fresh one, which few
+// peers hold, is heard rarely and keeps most of its transmissions.
+static void s_item_heard(gossip_members_t *m, int32_t *slot) {
+    if (*slot < 0) return;
+    item_t *it = &m->items[*slot];
+    if (++it->transmits == m->cfg.gossip_fanout) m->n_fresh--;
+    if (it->transmits >= s_retransmit_limit(m)) s_item_drop(m, slot);
 }
 
 // Whether an item still says something the member's current state supports.
-static bool s_item_valid(const gossip_members_t *m, const item_t *it, const member_t **xp) {
-    const member_t *x = s_find(m, it->id);
-    *xp = x;
+static bool s_item_valid(const item_t *it) {
+    const member_t *x = it->x;
     if (!x || x->inc != it->inc) return false;
     if (it->kind == UPD_SUSPECT) return x->state == GOSSIP_SUSPECT;
     if (it->kind == UPD_DEAD) return x->state == GOSSIP_DEAD;
     return true;
 }
+
+// Compacts the queue: drops removed items, those whose content the view no longer supports, those
+// sent `limit` times (INT32_MAX keeps them) and those older than 2·λ·log2 N periods, and recounts
+// the fresh ones. An update normally goes out two or three times a period, so it is done well
+// before that age; one still queued is stuck behind a backlog that nobody else spreads any more
+// (a seed that saw N peers start at once holds N records, N·λ·log2 N transmissions, about a
+// hundred a period), and what its dissemination missed the digest exchanges have long repaired.
+static void s_compact_items(gossip_members_t *m, int limit) {
+    size_t w = 0;
+    m->n_fresh = 0;
+    uint64_t max_age = 2 * (uint64_t)s_retransmit_limit(m) * m->cfg.period_ms;
+    for (size_t i = 0; i < m->n_items; i++) {
+        item_t it = m->items[i];
+        if (!it.x) continue;
+        int32_t *slot = s_item_slot(it.x, it.kind);
+        if (!s_item_valid(&it) || it.transmits >= limit || m->now - it.since > max_age) {
+            *slot = -1;
+            m->n_pending--;
+            continue;
+        }
+        *slot = (int32_t)w;
+        m->n_fresh += it.transmits < m->cfg.gossip_fanout;
+        m->items[w++] = it;
+    }
+    m->n_items = w;
+}
+
+static void s_purge_items(gossip_members_t *m) { s_compact_items(m, INT32_MAX); }
+
+// Whether an item is still fresh: sent fewer than gossip_fanout times, i.e. not yet through one
+// dissemination round. Only fresh items start rounds (see s_gossip_tick).
+static bool s_have_fresh(const gossip_members_t *m) { return m->n_fresh > 0; }
 
 static size_t s_update_size(uint8_t kind, const member_t *x) {
     return kind == UPD_RECORD ? 1 + 2 + x->raw_len : 1 + GOSSIP_ID_BYTES + 8;
@@ -405,12 +480,6 @@ static void s_put_update(buf_t *b, uint8_t kind, const member_t *x) {
         s_buf_put(b, x->id, GOSSIP_ID_BYTES);
         s_buf_u64(b, x->inc);
     }
-}
-
-static int s_item_cmp(const void *a, const void *b) {
-    const item_t *x = *(const item_t *const *)a, *y = *(const item_t *const *)b;
-    if (x->transmits != y->transmits) return x->transmits < y->transmits ? -1 : 1;
-    return x->order < y->order ? -1 : x->order > y->order;
 }
 
 // Appends the updates section: first what `about` (the destination, may be NULL) must hear about
@@ -428,37 +497,37 @@ static void s_put_piggyback(gossip_members_t *m, buf_t *b, size_t budget, const 
         used += s_update_size(kind, dest);
         count++;
     }
-    // Drop invalid items, then order the rest.
-    size_t w = 0;
-    for (size_t i = 0; i < m->n_items; i++) {
-        const member_t *x;
-        if (s_item_valid(m, &m->items[i], &x)) m->items[w++] = m->items[i];
-    }
-    m->n_items = w;
-    if (m->n_items && budget > used) {
-        item_t **sorted = malloc(m->n_items * sizeof *sorted);
-        if (sorted) {
-            for (size_t i = 0; i < m->n_items; i++) sorted[i] = &m->items[i];
-            qsort(sorted, m->n_items, sizeof *sorted, s_item_cmp);
-            for (size_t i = 0; i < m->n_items && count < UINT16_MAX; i++) {
-                // Telling a member its own state is wasted (the claim about it went first anyway).
-                if (about && memcmp(sorted[i]->id, about, GOSSIP_ID_BYTES) == 0) continue;
-                const member_t *x = s_find(m, sorted[i]->id);
-                size_t sz = s_update_size(sorted[i]->kind, x);
-                if (used + sz > budget) continue; // a smaller item further on may still fit
-                s_put_update(b, sorted[i]->kind, x);
-                used += sz;
-                count++;
-                sorted[i]->transmits++;
-            }
-            free(sorted);
+    // Drop removed, invalid and exhausted items, then order the rest by transmit count (a counting
+    // sort: counts stay below the limit), enqueue order within a count.
+    int limit = s_retransmit_limit(m);
+    s_compact_items(m, limit);
+    if (m->n_items && budget >= used + 1 + GOSSIP_ID_BYTES + 8) {
+        if (m->cap_scratch < m->n_items) {
+            uint32_t *p = realloc(m->scratch, m->n_items * sizeof *p);
+            if (!p) goto done;
+            m->scratch = p;
+            m->cap_scratch = m->n_items;
+        }
+        size_t start[limit + 1];
+        memset(start, 0, sizeof start);
+        for (size_t i = 0; i < m->n_items; i++) start[m->items[i].transmits + 1]++;
+        for (int t = 1; t <= limit; t++) start[t] += start[t - 1];
+        for (size_t i = 0; i < m->n_items; i++) m->scratch[start[m->items[i].transmits]++] = (uint32_t)i;
+        for (size_t k = 0; k < m->n_items && count < UINT16_MAX; k++) {
+            if (budget < used + 1 + GOSSIP_ID_BYTES + 8) break; // not even a claim fits any more
+            item_t *it = &m->items[m->scratch[k]];
+            // Telling a member its own state is wasted (the claim about it went first anyway).
+            if (it->x == dest) continue;
+            size_t sz = s_update_size(it->kind, it->x);
+            if (used + sz > budget) continue; // a smaller item further on may still fit
+            s_put_update(b, it->kind, it->x);
+            used += sz;
+            count++;
+            if (++it->transmits == m->cfg.gossip_fanout) m->n_fresh--;
+            if (it->transmits >= limit) s_item_drop(m, s_item_slot(it->x, it->kind));
         }
     }
-    int limit = s_retransmit_limit(m);
-    w = 0;
-    for (size_t i = 0; i < m->n_items; i++)
-        if (m->items[i].transmits < limit) m->items[w++] = m->items[i];
-    m->n_items = w;
+done:
     if (!b->oom) gossip_put_u16(b->p + count_at, count);
 }
 
@@ -480,6 +549,38 @@ static void s_order_insert(gossip_members_t *m, const uint8_t id[GOSSIP_ID_BYTES
     m->n_order++;
 }
 
+static void s_count_state(gossip_members_t *m, const member_t *x, int sign, uint64_t now) {
+    if (x->state == GOSSIP_SUSPECT) {
+        m->n_suspect += (size_t)sign;
+        if (sign > 0 && now < m->susp_min) m->susp_min = now;
+    }
+    if (!s_is_live(x) && !x->is_self) {
+        m->n_tomb += (size_t)sign;
+        if (sign > 0 && now < m->tomb_min) m->tomb_min = now;
+    }
+    if (s_is_live(x)) m->n_live += (size_t)sign;
+}
+
+// Replaces x's wire record with len bytes of raw. Returns false (x unchanged) when out of memory.
+static bool s_set_raw(member_t *x, const uint8_t *raw, size_t len) {
+    if (len != x->raw_len || !x->raw) {
+        uint8_t *p = realloc(x->raw, len ? len : 1);
+        if (!p) return false;
+        x->raw = p;
+    }
+    memcpy(x->raw, raw, len);
+    x->raw_len = len;
+    return true;
+}
+
+static void s_member_free(gossip_members_t *m, member_t *x) {
+    s_count_state(m, x, -1, 0);
+    s_item_drop(m, &x->it_rec);
+    s_item_drop(m, &x->it_claim);
+    free(x->raw);
+    free(x);
+}
+
 static member_t *s_add(gossip_members_t *m, const gossip_record_t *r, const uint8_t *raw, size_t raw_len,
                        gossip_state_t state, uint64_t now) {
     if (m->n_mem >= m->cfg.max_members) {
@@ -495,11 +596,15 @@ static member_t *s_add(gossip_members_t *m, const gossip_record_t *r, const uint
     }
     member_t *x = calloc(1, sizeof *x);
     if (!x) return NULL;
+    if (!s_set_raw(x, raw, raw_len)) {
+        free(x);
+        return NULL;
+    }
     memcpy(x->id, r->id, GOSSIP_ID_BYTES);
     x->rec = *r;
-    memcpy(x->raw, raw, raw_len);
-    x->raw_len = raw_len;
+    x->it_rec = x->it_claim = -1;
     x->state = state;
+    s_count_state(m, x, +1, now);
     x->inc = r->incarnation;
     x->state_since = now;
     x->srtt = x->rttvar = -1;
@@ -512,19 +617,26 @@ static member_t *s_add(gossip_members_t *m, const gossip_record_t *r, const uint
     return x;
 }
 
-static void s_set_state(member_t *x, gossip_state_t s, uint64_t now) {
+static void s_set_state(gossip_members_t *m, member_t *x, gossip_state_t s, uint64_t now) {
+    s_count_state(m, x, -1, now);
     x->state = s;
     x->state_since = now;
+    x->my_suspicion = false;
     if (s == GOSSIP_SUSPECT) x->suspect_since = now;
+    s_count_state(m, x, +1, now);
 }
 
 // Signs the self template at its current fields and stamps the time. Returns 0 or -1.
 static int s_sign_self(gossip_members_t *m, uint64_t now, char *err, size_t errlen) {
     member_t *s = m->self;
     s->rec.time_ms = m->wall_base + (now - m->mono_base);
-    size_t n = gossip_record_sign(&s->rec, m->sk, s->raw, sizeof s->raw, err, errlen);
+    uint8_t raw[GOSSIP_RECORD_MAX];
+    size_t n = gossip_record_sign(&s->rec, m->sk, raw, sizeof raw, err, errlen);
     if (!n) return -1;
-    s->raw_len = n;
+    if (!s_set_raw(s, raw, n)) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     s->inc = s->rec.incarnation;
     return 0;
 }
@@ -540,9 +652,27 @@ static void s_refute(gossip_members_t *m, uint64_t claimed_inc, uint64_t now, co
     }
     m->st.refutations++;
     s_health(m, +1); // being suspected hints that it is our side that is slow
-    s_enqueue(m, m->self_id, UPD_RECORD, inc);
+    s_enqueue(m, m->self, UPD_RECORD, inc);
     s_event(m, GOSSIP_EV_REFUTED, m->self_id, inc, from);
 }
+
+// A member appeared, or a digest partner lacked records we hold: others may be appearing too, or
+// lack them too (a mass start, two groups merging), and what dissemination missed (about
+// e^-fanout of the peers per update, see s_gossip_tick) the next digest exchange repairs, so it
+// comes within a period instead of sync_interval_ms. Each exchange that finds a difference brings
+// the next one forward again — a push-pull epidemic for as long as views differ — and in a
+// settled view the interval is back to sync_interval_ms.
+static void s_sync_soon(gossip_members_t *m, uint64_t now) {
+    uint64_t t = now + m->cfg.period_ms;
+    if (t < m->next_sync) m->next_sync = t;
+}
+
+// Whether a record learned now stays out of the dissemination queue: a joiner learns the whole
+// view at once from its contact, news to the joiner alone, which would otherwise cost it N·λ·log2 N
+// piggybacked transmissions. (A joiner whose contacts sit in two groups that do not know each
+// other passes the first group's records on through its digest exchanges, which s_sync_soon brings
+// forward.) A leave is always passed on.
+static bool s_quiet(const gossip_members_t *m, gossip_state_t ns) { return m->joining && ns != GOSSIP_LEFT; }
 
 typedef enum { APPLY_NOTHING, APPLY_CHANGED } apply_t;
 
@@ -550,7 +680,10 @@ typedef enum { APPLY_NOTHING, APPLY_CHANGED } apply_t;
 static apply_t s_apply_record(gossip_members_t *m, const uint8_t *raw, size_t len, uint64_t now, const uint8_t *from) {
     if (len >= 8 + GOSSIP_ID_BYTES) {
         member_t *known = s_find(m, raw + 8);
-        if (known && known->raw_len == len && memcmp(known->raw, raw, len) == 0) return APPLY_NOTHING;
+        if (known && known->raw_len == len && memcmp(known->raw, raw, len) == 0) {
+            s_item_heard(m, &known->it_rec);
+            return APPLY_NOTHING;
+        }
     }
     gossip_record_t r;
     char err[256];
@@ -578,8 +711,11 @@ static apply_t s_apply_record(gossip_members_t *m, const uint8_t *raw, size_t le
     if (!x) {
         x = s_add(m, &r, raw, len, ns, now);
         if (!x) return APPLY_NOTHING;
-        s_enqueue(m, x->id, UPD_RECORD, x->inc);
-        if (ns == GOSSIP_ALIVE) s_event(m, GOSSIP_EV_JOINED, x->id, x->inc, from);
+        if (!s_quiet(m, ns)) s_enqueue(m, x, UPD_RECORD, x->inc);
+        if (ns == GOSSIP_ALIVE) {
+            s_event(m, GOSSIP_EV_JOINED, x->id, x->inc, from);
+            s_sync_soon(m, now);
+        }
         return APPLY_CHANGED;
     }
     if (r.incarnation < x->inc) {
@@ -592,9 +728,7 @@ static apply_t s_apply_record(gossip_members_t *m, const uint8_t *raw, size_t le
         } else if (r.time_ms > x->rec.time_ms && ns == (x->state == GOSSIP_LEFT ? GOSSIP_LEFT : GOSSIP_ALIVE)) {
             // Same incarnation, re-signed later by its owner (only if it restarted without raising
             // its incarnation): keep the newer bytes, the state stands.
-            x->rec = r;
-            memcpy(x->raw, raw, len);
-            x->raw_len = len;
+            if (s_set_raw(x, raw, len)) x->rec = r;
             return APPLY_NOTHING;
         } else {
             m->st.stale++;
@@ -603,16 +737,16 @@ static apply_t s_apply_record(gossip_members_t *m, const uint8_t *raw, size_t le
     }
     gossip_state_t old = x->state;
     bool was_live = s_is_live(x);
+    if (!s_set_raw(x, raw, len)) return APPLY_NOTHING;
     x->rec = r;
-    memcpy(x->raw, raw, len);
-    x->raw_len = len;
     x->inc = r.incarnation;
-    s_set_state(x, ns, now);
-    s_enqueue(m, x->id, UPD_RECORD, x->inc);
+    s_set_state(m, x, ns, now);
+    if (!s_quiet(m, ns)) s_enqueue(m, x, UPD_RECORD, x->inc);
     if (ns == GOSSIP_LEFT) {
         if (old != GOSSIP_LEFT) s_event(m, GOSSIP_EV_LEFT, x->id, x->inc, from);
     } else if (!was_live) {
         s_event(m, GOSSIP_EV_JOINED, x->id, x->inc, from);
+        s_sync_soon(m, now);
         s_order_insert(m, x->id);
     } else if (old == GOSSIP_SUSPECT) {
         s_event(m, GOSSIP_EV_ALIVE, x->id, x->inc, from);
@@ -659,8 +793,8 @@ static void s_apply_claim(gossip_members_t *m, uint8_t kind, const uint8_t id[GO
     if (kind == UPD_DEAD) kind = UPD_SUSPECT;
     gossip_state_t ns = kind == UPD_SUSPECT ? GOSSIP_SUSPECT : GOSSIP_DEAD;
     if (s_rank(ns) <= s_rank(x->state)) return;
-    s_set_state(x, ns, now);
-    s_enqueue(m, x->id, kind, x->inc);
+    s_set_state(m, x, ns, now);
+    s_enqueue(m, x, kind, x->inc);
     s_event(m, ns == GOSSIP_SUSPECT ? GOSSIP_EV_SUSPECT : GOSSIP_EV_DEAD, x->id, x->inc, from);
 }
 
@@ -802,10 +936,14 @@ static bool s_put_member_full(buf_t *b, const member_t *x, size_t *used, size_t 
 // Handlers
 
 static void s_on_ack(gossip_members_t *m, uint64_t now, const uint8_t from[GOSSIP_ID_BYTES], uint32_t seq) {
-    if (m->probing && seq == m->probe_seq) {
+    // The target answers the first ping or the retry (which has its own sequence number, so each
+    // RTT sample is measured from the ping it answers).
+    bool retry = m->probing && m->probe_indirect && seq == m->retry_seq;
+    bool retry2 = m->probing && m->retried2 && seq == m->retry2_seq;
+    if (m->probing && (seq == m->probe_seq || retry || retry2)) {
         if (memcmp(from, m->target, GOSSIP_ID_BYTES) == 0) {
             member_t *x = s_find(m, from);
-            double r = (double)(now - m->probe_start);
+            double r = (double)(now - (retry2 ? m->retry2_start : retry ? m->retry_start : m->probe_start));
             if (x) s_rtt_sample(&x->srtt, &x->rttvar, r);
             s_rtt_sample(&m->g_srtt, &m->g_rttvar, r);
             m->st.direct_acks++;
@@ -985,7 +1123,10 @@ int gossip_members_receive(gossip_members_t *m, uint64_t now, const uint8_t from
     if (s_updates_check(upd, &why) != 0) return s_malformed(m, from, type, why);
 
     m->st.msgs_in[type - GOSSIP_MSG_FIRST]++;
+    m->now = now;
+    m->joining = !m->left && s_alone(m);
     s_updates_apply(m, upd, now, from);
+    m->joining = false;
     switch (type) {
     case GOSSIP_MSG_PING:
         s_send_ack(m, from, seq);
@@ -1000,6 +1141,9 @@ int gossip_members_receive(gossip_members_t *m, uint64_t now, const uint8_t from
         s_on_sync(m, now, from, list, n, m->cfg.max_sync_bytes);
         break;
     case GOSSIP_MSG_SYNC_REPLY:
+        // They lacked something we hold: so may others, and our next digest goes out soon too —
+        // informed peers keep pushing while partners keep lacking (see s_sync_soon).
+        if (n > 0 && !s_alone(m)) s_sync_soon(m, now);
         s_on_sync_reply_wants(m, from, list, n);
         break;
     case GOSSIP_MSG_NACK:
@@ -1080,17 +1224,39 @@ static void s_send_ping_reqs(gossip_members_t *m, const member_t *t) {
     free(cand);
 }
 
-// A dissemination round: pending updates to gossip_fanout random live members we can talk to.
+// A dissemination round: pending updates to gossip_fanout random live members we can talk to,
+// run only while an update is fresh (sent fewer than gossip_fanout times here). Each peer thus
+// pushes an update in about one round of its own — a push epidemic with fanout gossip_fanout,
+// which reaches all but about e^-fanout of the peers in log_fanout N short rounds — and the rest of
+// its λ·log2 N transmissions ride on pings and acks, which cost no message of their own. Running
+// rounds for as long as any update had transmissions left (as before) cost every peer λ·log2 N
+// messages per update, and since under message loss false suspicions (each one an update, and its
+// refutation another) arise at a rate ∝ N, messages per peer per period grew with N.
 static void s_gossip_tick(gossip_members_t *m, uint64_t now) {
     if (now < m->next_gossip) return;
     m->next_gossip = now + m->cfg.gossip_interval_ms;
-    if (m->n_items == 0 || m->cfg.gossip_fanout <= 0) return;
+    if (m->n_pending == 0 || m->cfg.gossip_fanout <= 0) return;
+    s_purge_items(m);
+    if (!s_have_fresh(m)) return;
+    // The round budget: ROUND_BURST rounds at once, refilled at one per period. One update costs
+    // a peer one round, well inside the burst; only when fresh updates keep coming (a mass start,
+    // heavy loss with its stream of false suspicions and refutations) does the budget bind, and then
+    // rounds carry several updates each, at gossip_fanout messages per peer per period at most.
+    m->round_tokens += ROUND_RATE * (double)(now - m->round_refill) / m->cfg.period_ms;
+    if (m->round_tokens > ROUND_BURST) m->round_tokens = ROUND_BURST;
+    m->round_refill = now;
+    if (m->round_tokens < 1) {
+        uint64_t wait = (uint64_t)ceil((1 - m->round_tokens) * m->cfg.period_ms);
+        if (wait > m->cfg.gossip_interval_ms) m->next_gossip = now + wait;
+        return;
+    }
+    m->round_tokens -= 1;
     member_t **cand = malloc((m->n_mem ? m->n_mem : 1) * sizeof *cand);
     if (!cand) return;
     size_t nc = 0;
     for (size_t i = 0; i < m->n_mem; i++)
         if (!m->mem[i]->is_self && s_is_live(m->mem[i]) && s_linkable(m, m->mem[i])) cand[nc++] = m->mem[i];
-    for (size_t i = 0; i < nc && i < (size_t)m->cfg.gossip_fanout && m->n_items; i++) {
+    for (size_t i = 0; i < nc && i < (size_t)m->cfg.gossip_fanout && m->n_pending; i++) {
         size_t j = i + (size_t)rng_below(&m->rng, nc - i);
         member_t *x = cand[j];
         cand[j] = cand[i];
@@ -1102,12 +1268,17 @@ static void s_gossip_tick(gossip_members_t *m, uint64_t now) {
     free(cand);
 }
 
-// Tells every member we suspect about it, once per probe interval (Lifeguard's "buddy system"),
-// so a live one refutes at once, or answers with the record that already refuted it.
+// Tells every member we suspect because our own probe failed about it, once per probe interval
+// (Lifeguard's "buddy system"), so a live one refutes at once, or answers with the record that
+// already refuted it. Only our own suspicions: were every peer that heard a suspicion to nudge its
+// subject, a suspected member would receive one message from nearly every peer each period (N per
+// period, and O(N) per peer per period over the run, since suspicions arise at a rate ∝ N under
+// message loss). The others reach the subject anyway: piggybacked on any probe of it (which carries
+// the destination's own suspicion first) and in the dissemination.
 static void s_nudge_suspects(gossip_members_t *m) {
     for (size_t i = 0; i < m->n_mem; i++) {
         member_t *x = m->mem[i];
-        if (x->state != GOSSIP_SUSPECT || !s_linkable(m, x)) continue;
+        if (x->state != GOSSIP_SUSPECT || !x->my_suspicion || !s_linkable(m, x)) continue;
         buf_t b = {0};
         s_buf_u16(&b, 1);
         s_put_update(&b, UPD_SUSPECT, x);
@@ -1124,6 +1295,20 @@ static void s_probe_tick(gossip_members_t *m, uint64_t now) {
             if (!m->probe_indirect && now >= m->probe_ack_deadline) {
                 m->probe_indirect = true;
                 s_send_ping_reqs(m, t);
+                // And ping the target directly once more (memberlist sends a TCP ping here): one
+                // lost packet on the direct path is the usual reason for a missing ack, and the
+                // retry makes a false suspicion need the retry lost too, about 10× rarer at 5% loss.
+                // A false suspicion costs a dissemination to every peer and a refutation back, and
+                // under loss suspicions arise at a rate ∝ N, so this keeps that traffic small.
+                m->retry_seq = ++m->seq;
+                m->retry_start = now;
+                s_send_ping(m, t->id, m->retry_seq);
+            }
+            if (PROBE_RETRY2 && m->probe_indirect && !m->retried2 && now >= m->probe_retry2_at && now < m->probe_end) {
+                m->retried2 = true;
+                m->retry2_seq = ++m->seq;
+                m->retry2_start = now;
+                s_send_ping(m, t->id, m->retry2_seq);
             }
             if (now >= m->probe_end) {
                 m->probing = false;
@@ -1133,8 +1318,9 @@ static void s_probe_tick(gossip_members_t *m, uint64_t now) {
                 uint32_t all = m->n_helpers >= 32 ? UINT32_MAX : (1u << m->n_helpers) - 1;
                 if ((m->helper_nacked & all) != all) s_health(m, +1);
                 if (t->state == GOSSIP_ALIVE) {
-                    s_set_state(t, GOSSIP_SUSPECT, now);
-                    s_enqueue(m, t->id, UPD_SUSPECT, t->inc);
+                    s_set_state(m, t, GOSSIP_SUSPECT, now);
+                    t->my_suspicion = true;
+                    s_enqueue(m, t, UPD_SUSPECT, t->inc);
                     s_event(m, GOSSIP_EV_SUSPECT, t->id, t->inc, NULL);
                 }
             }
@@ -1156,6 +1342,8 @@ static void s_probe_tick(gossip_members_t *m, uint64_t now) {
     m->probe_seq = ++m->seq;
     m->probe_start = now;
     m->probe_ack_deadline = now + (uint64_t)(s_ack_timeout(m, t) * s_lhm(m));
+    m->probe_retry2_at = 2 * m->probe_ack_deadline - now;
+    m->retried2 = false;
     m->probe_end = now + interval;
     m->next_probe = now + interval;
     m->st.probes++;
@@ -1163,36 +1351,47 @@ static void s_probe_tick(gossip_members_t *m, uint64_t now) {
 }
 
 static void s_suspicion_tick(gossip_members_t *m, uint64_t now) {
-    uint64_t timeout = s_suspicion_timeout(m);
-    for (size_t i = 0; i < m->n_mem; i++) {
-        member_t *x = m->mem[i];
-        if (x->state != GOSSIP_SUSPECT || now < x->suspect_since + timeout) continue;
-        s_set_state(x, GOSSIP_DEAD, now);
-        s_enqueue(m, x->id, UPD_DEAD, x->inc);
-        s_event(m, GOSSIP_EV_DEAD, x->id, x->inc, NULL);
+    // Each death shrinks the live count and with it the timeout, so pass again until none expires.
+    for (bool again = true; again && m->n_suspect && now >= m->susp_min + s_suspicion_timeout(m);) {
+        uint64_t timeout = s_suspicion_timeout(m);
+        again = false;
+        m->susp_min = UINT64_MAX;
+        for (size_t i = 0; i < m->n_mem; i++) {
+            member_t *x = m->mem[i];
+            if (x->state != GOSSIP_SUSPECT) continue;
+            if (now < x->suspect_since + timeout) {
+                if (x->suspect_since < m->susp_min) m->susp_min = x->suspect_since;
+                continue;
+            }
+            s_set_state(m, x, GOSSIP_DEAD, now);
+            s_enqueue(m, x, UPD_DEAD, x->inc);
+            s_event(m, GOSSIP_EV_DEAD, x->id, x->inc, NULL);
+            again = true;
+        }
     }
 }
 
 static void s_reap(gossip_members_t *m, uint64_t now) {
+    if (m->n_tomb == 0 || now < m->tomb_min + m->cfg.reap_ms) return;
     size_t w = 0;
+    uint64_t tmin = UINT64_MAX;
     for (size_t i = 0; i < m->n_mem; i++) {
         member_t *x = m->mem[i];
-        if (!x->is_self && !s_is_live(x) && now - x->state_since >= m->cfg.reap_ms) free(x);
-        else m->mem[w++] = x;
+        bool tomb = !x->is_self && !s_is_live(x);
+        if (tomb && now - x->state_since >= m->cfg.reap_ms) {
+            s_member_free(m, x);
+            continue;
+        }
+        if (tomb && x->state_since < tmin) tmin = x->state_since;
+        m->mem[w++] = x;
     }
     m->n_mem = w;
+    m->tomb_min = tmin;
 }
 
 static bool s_contact_absent(const gossip_members_t *m, const contact_t *c) {
     const member_t *x = s_find(m, c->id);
     return !x || !s_is_live(x);
-}
-
-// No other live member we can talk to: the join retries run instead of anti-entropy.
-static bool s_alone(const gossip_members_t *m) {
-    for (size_t i = 0; i < m->n_mem; i++)
-        if (!m->mem[i]->is_self && s_is_live(m->mem[i]) && s_linkable(m, m->mem[i])) return false;
-    return true;
 }
 
 static void s_sync_tick(gossip_members_t *m, uint64_t now) {
@@ -1241,6 +1440,7 @@ static void s_sync_tick(gossip_members_t *m, uint64_t now) {
 }
 
 void gossip_members_tick(gossip_members_t *m, uint64_t now) {
+    m->now = now;
     int w = 0;
     for (int i = 0; i < m->n_fwd; i++) {
         forward_t *f = &m->fwd[i];
@@ -1269,22 +1469,20 @@ uint64_t gossip_members_next_wakeup(const gossip_members_t *m) {
         if ((x) < t) t = (x);                                                                                \
     } while (0)
     for (int i = 0; i < m->n_fwd; i++) AT(m->fwd[i].nacked ? m->fwd[i].expires : m->fwd[i].nack_at);
-    uint64_t susp = s_suspicion_timeout(m);
-    for (size_t i = 0; i < m->n_mem; i++) {
-        const member_t *x = m->mem[i];
-        if (!x->is_self && !s_is_live(x)) AT(x->state_since + m->cfg.reap_ms);
-        if (!m->left && x->state == GOSSIP_SUSPECT) AT(x->suspect_since + susp);
-    }
+    if (m->n_tomb) AT(m->tomb_min + m->cfg.reap_ms);
+    if (!m->left && m->n_suspect) AT(m->susp_min + s_suspicion_timeout(m));
     if (!m->left) {
         if (m->probing) {
-            AT(m->probe_indirect ? m->probe_end : m->probe_ack_deadline);
+            AT(!m->probe_indirect              ? m->probe_ack_deadline
+               : PROBE_RETRY2 && !m->retried2 ? (m->probe_retry2_at < m->probe_end ? m->probe_retry2_at : m->probe_end)
+                                               : m->probe_end);
         } else {
             AT(m->next_probe);
         }
         // Only the timer s_sync_tick keeps current counts: the other one is stale and would make
         // every poll return at once (a busy loop in the net thread).
         AT(s_alone(m) ? m->next_join : m->next_sync);
-        if (m->n_items) AT(m->next_gossip);
+        if (m->cfg.gossip_fanout > 0 && s_have_fresh(m)) AT(m->next_gossip);
     }
 #undef AT
     return t;
@@ -1300,7 +1498,7 @@ gossip_members_t *gossip_members_new(const gossip_config_t *cfg, const uint8_t s
         return NULL;
     }
     if (cfg->period_ms == 0 || cfg->ack_timeout_min_ms > cfg->ack_timeout_max_ms || cfg->indirect_k < 0 ||
-        cfg->suspicion_mult <= 0 || cfg->retransmit_mult < 1 || cfg->sync_interval_ms == 0 ||
+        cfg->suspicion_mult <= 0 || cfg->retransmit_mult < 1 || cfg->retransmit_mult > 100 || cfg->sync_interval_ms == 0 ||
         cfg->join_retry_ms == 0 || cfg->max_members < 2 || cfg->gossip_interval_ms == 0 || cfg->max_health < 0) {
         snprintf(err, errlen, "gossip settings out of range (period, timeouts, k, multipliers, intervals)");
         return NULL;
@@ -1317,6 +1515,8 @@ gossip_members_t *gossip_members_new(const gossip_config_t *cfg, const uint8_t s
     m->wall_base = self->time_ms;
     m->mono_base = now;
     m->g_srtt = m->g_rttvar = -1;
+    m->now = now;
+    m->susp_min = m->tomb_min = UINT64_MAX;
     gossip_record_t r = *self;
     memcpy(r.id, m->self_id, GOSSIP_ID_BYTES);
     r.status = GOSSIP_STATUS_ALIVE;
@@ -1332,18 +1532,26 @@ gossip_members_t *gossip_members_new(const gossip_config_t *cfg, const uint8_t s
     m->next_probe = now + (uint64_t)rng_below(&m->rng, cfg->period_ms); // desynchronise peers started together
     m->next_sync = now + cfg->sync_interval_ms / 2 + rng_below(&m->rng, cfg->sync_interval_ms);
     m->next_join = now;
+    m->round_tokens = ROUND_BURST;
+    m->round_refill = now;
     // A joiner announces itself: its record spreads from it as from every peer that learns it.
-    s_enqueue(m, m->self_id, UPD_RECORD, m->self->inc);
+    s_enqueue(m, m->self, UPD_RECORD, m->self->inc);
     return m;
 }
 
 void gossip_members_destroy(gossip_members_t **m_p) {
     if (!m_p || !*m_p) return;
     gossip_members_t *m = *m_p;
-    for (size_t i = 0; i < m->n_mem; i++) free(m->mem[i]);
+    free(m->items); // first: s_member_free then finds no item to drop
+    m->items = NULL;
+    m->n_items = 0;
+    for (size_t i = 0; i < m->n_mem; i++) {
+        m->mem[i]->it_rec = m->mem[i]->it_claim = -1;
+        s_member_free(m, m->mem[i]);
+    }
     free(m->mem);
     free(m->order);
-    free(m->items);
+    free(m->scratch);
     for (size_t i = m->out_head; i < m->n_out; i++) free(m->out[i].payload);
     free(m->out);
     free(m->ev);
@@ -1389,6 +1597,7 @@ bool gossip_members_pop_event(gossip_members_t *m, gossip_event_t *out) {
 
 int gossip_members_leave(gossip_members_t *m, uint64_t now) {
     if (m->left) return 0;
+    m->now = now;
     m->self->rec.status = GOSSIP_STATUS_LEAVING;
     m->self->rec.incarnation = m->self->inc + 1;
     char err[256];
@@ -1396,10 +1605,10 @@ int gossip_members_leave(gossip_members_t *m, uint64_t now) {
         log_error("gossip", "cannot sign the leave record: %s", err);
         return -1;
     }
-    m->self->state = GOSSIP_LEFT;
+    s_set_state(m, m->self, GOSSIP_LEFT, now);
     m->left = true;
     m->probing = false;
-    s_enqueue(m, m->self_id, UPD_RECORD, m->self->inc);
+    s_enqueue(m, m->self, UPD_RECORD, m->self->inc);
     for (size_t i = 0; i < m->n_mem; i++) {
         member_t *x = m->mem[i];
         if (x->is_self || !s_is_live(x) || !s_linkable(m, x)) continue;
@@ -1417,6 +1626,7 @@ int gossip_members_update_caps(gossip_members_t *m, const gossip_caps_t *caps, u
         snprintf(err, errlen, "this peer has left");
         return -1;
     }
+    m->now = now;
     gossip_record_t keep = m->self->rec;
     m->self->rec.caps = *caps;
     m->self->rec.incarnation = m->self->inc + 1;
@@ -1424,7 +1634,7 @@ int gossip_members_update_caps(gossip_members_t *m, const gossip_caps_t *caps, u
         m->self->rec = keep;
         return -1;
     }
-    s_enqueue(m, m->self_id, UPD_RECORD, m->self->inc);
+    s_enqueue(m, m->self, UPD_RECORD, m->self->inc);
     return 0;
 }
 
@@ -1473,7 +1683,7 @@ double gossip_members_rtt_ms(const gossip_members_t *m, const uint8_t id[GOSSIP_
     return x && x->srtt >= 0 ? x->srtt : -1;
 }
 
-size_t gossip_members_pending_updates(const gossip_members_t *m) { return m->n_items; }
+size_t gossip_members_pending_updates(const gossip_members_t *m) { return m->n_pending; }
 int gossip_members_health(const gossip_members_t *m) { return m->health; }
 const gossip_stats_t *gossip_members_stats(const gossip_members_t *m) { return &m->st; }
 const uint8_t *gossip_members_self_id(const gossip_members_t *m) { return m->self_id; }

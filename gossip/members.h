@@ -8,12 +8,17 @@
 //  - Every probe interval, ping one member chosen by a shuffled round-robin over the members (each
 //    member is probed once per round, the order reshuffled every round, joiners inserted at a random
 //    place), so a dead member is found within one round by every prober.
-//  - No ack within the ack timeout: ask k others (ping-req) to ping it on our behalf. No direct or
-//    indirect ack by the end of the interval: mark it suspect and disseminate the suspicion.
+//  - No ack within the ack timeout: ask k others (ping-req) to ping it on our behalf, and ping it
+//    directly once more (as memberlist's TCP fallback ping; its own sequence number keeps RTT
+//    samples unambiguous). No direct or indirect ack by the end of the interval: mark it suspect
+//    and disseminate the suspicion. At 5% loss a probe then fails about once in 10^4 (direct,
+//    retry and all three indirect paths each losing a message) instead of once in 10^3.
 //  - A member that hears it is suspected (or declared dead) refutes by re-signing its record with
-//    a higher incarnation. Every probe interval a peer sends each member it suspects the suspicion
-//    itself (Lifeguard's buddy system), and a member that hears a claim about an incarnation it has
-//    already refuted sends its current record back to the claimer.
+//    a higher incarnation. Every probe interval a peer sends each member it suspects because its
+//    own probe failed the suspicion itself (Lifeguard's buddy system; the peers that only heard the
+//    suspicion do not, or a suspected member would get a message from nearly every peer each
+//    period), and a member that hears a claim about an incarnation it has already refuted sends
+//    its current record back to the claimer.
 //  - A suspect becomes dead when its suspicion timeout runs out; each peer runs its own timer from
 //    when it heard the suspicion, and only that timer buries a member here: a "dead" claim from
 //    another peer counts as a suspicion. Such a claim may be stale (from the far side of a healed
@@ -40,20 +45,35 @@
 //    record of is ignored.
 //  - Dissemination: each update (a new record, a suspicion, a death) is piggybacked on pings, acks
 //    and ping-reqs, least-sent first, within max_piggyback_bytes, and sent retransmit_mult ·
-//    ceil(log2(N + 1)) times (λ·log N), then dropped. memberlist uses log10, but an infect-k-times
-//    epidemic misses a node with probability about e^-k: at N = 10 log10 gives k = 4 (2% of nodes
-//    miss each update until anti-entropy), log2 with λ = 3 gives k = 12. While updates are pending,
-//    a GOSSIP message also carries them to gossip_fanout random members every gossip_interval_ms
-//    (memberlist's gossip rounds): piggybacking alone moves an update about two hops per period, so
-//    a refutation would spread about as slowly as the suspicion timer runs out; with the rounds it
-//    spreads in log_fanout N short rounds. No update pending, no GOSSIP message.
+//    ceil(log2(N + 1)) times (λ·log N), then dropped; hearing the same update from someone else
+//    counts as one of those transmissions (Demers et al.'s feedback: an update every peer already
+//    spreads, such as the N records of a mass start, drains as fast as it is heard). memberlist uses
+//    log10, but an infect-k-times epidemic misses a node with probability about e^-k: at N = 10
+//    log10 gives k = 4, log2 with λ = 3 gives k = 12. Piggybacking costs bytes, never a message.
+//    A fresh update (sent fewer than gossip_fanout times here) also starts a dissemination round:
+//    a GOSSIP message with the pending updates to gossip_fanout random members, at most every
+//    gossip_interval_ms (memberlist's gossip rounds) — so each peer pushes each update in about one
+//    round of its own, a push epidemic that reaches all but about e^-fanout of the peers in
+//    log_fanout N short rounds (piggybacking alone moves an update about two hops per period, about
+//    as slowly as a suspicion timer runs out). Rounds are budgeted: bursts of up to 3, then one per
+//    period on average, so they add at most gossip_fanout messages per peer per period whatever the
+//    rate of updates. That rate grows with N under message loss (each peer's probes yield false
+//    suspicions at a constant rate, each one a suspicion and a refutation to spread to all N), and
+//    rounds run for as long as updates had transmissions left made messages per peer grow with N.
+//    No fresh update, no GOSSIP message.
 //  - Anti-entropy: every sync_interval_ms a push-pull digest exchange with a random member: SYNC
 //    carries (id, incarnation, state) for the whole view; the answer carries what the asker lacks or
 //    has older and the ids it should send back. Every reconnect_every-th exchange goes instead to a
 //    dead member or a seed that is not in the view, so two halves of a healed partition, or two
-//    groups that formed from different seeds, find each other again (hivemind#624).
+//    groups that formed from different seeds, find each other again (hivemind#624). A new member in
+//    the view, or a partner that lacked records we hold, brings the next exchange forward to within
+//    period_ms: while views differ (a mass start, a merge) the exchanges run as a push-pull epidemic
+//    once per period, and fill what dissemination missed; a settled view is back to
+//    sync_interval_ms. The digest is 41 bytes per member, so anti-entropy bytes grow with N (41·N /
+//    sync_interval per peer: about 4 KB/s at N = 1000) while its messages do not.
 //  - Joining: while the view holds no other live member, SYNC every contact (seeds, peer cache)
-//    each join_retry_ms. The first answer brings the whole view.
+//    each join_retry_ms. The first answer brings the whole view; what a peer learns while it holds
+//    no other live member is news to it alone and is not disseminated (leaves excepted).
 //  - Leaving: a record with status "leaving" at a higher incarnation, sent to every live member at
 //    once and disseminated; receivers mark the member left and stop probing it.
 //  - Dead and left members stay as tombstones for reap_ms, so stale gossip cannot resurrect them;

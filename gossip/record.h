@@ -98,6 +98,12 @@ size_t gossip_record_sign(gossip_record_t *r, const uint8_t sk[GOSSIP_SK_BYTES],
 gossip_rec_status_t gossip_record_decode(gossip_record_t *r, const uint8_t *buf, size_t len,
                                          const uint8_t run_fp[GOSSIP_FP_BYTES], char *err, size_t errlen);
 
+// Simulations only (not thread-safe): a process-wide cache of `entries` (rounded up to a power of
+// two) successful signature checks, keyed by a BLAKE2b-256 hash of the whole wire record, so that
+// N peers simulated in one process verify each distinct signed record once instead of N times.
+// A hit needs the very bytes that verified before. 0 turns it off (the default).
+void gossip_record_verify_cache(size_t entries);
+
 // "tcp://host:port" with a non-empty host name, IPv4 address or bracketed IPv6 address and a port
 // in 1..65535 (no wildcard: this is an address to dial). Returns true when s (len bytes) is one.
 bool gossip_endpoint_valid(const char *s, size_t len);

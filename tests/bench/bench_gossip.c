@@ -5,34 +5,36 @@
 //   build/<dir>/tests/bench/bench_gossip
 //   env: BENCH_GOSSIP_N=16,64,256,1000  BENCH_GOSSIP_LOSS=0,5,20 (percent)  BENCH_GOSSIP_SEED=1
 //        BENCH_GOSSIP_STEADY=30 (periods)  BENCH_GOSSIP_CRASH=60 (periods)  BENCH_GOSSIP_JOBS=2
-//        BENCH_GOSSIP_SETTLE=20 (periods the dissemination queues may take to drain before the steady window)
+//        BENCH_GOSSIP_SETTLE=200 (at most this many periods for the dissemination queues to drain
+//        before the steady window; see phase 2)
 //        (configurations run in parallel, one process each; 1 = serial)
 //
-// Budget: about 5 minutes on 2 cores for the whole table once next_wakeup's stale timer (below) is
-// fixed. At N = 1000 the steady window is a third and the crash window half of the figures above
-// (simulation cost grows as N²: every node does O(N) work per tick and per message); the "over"
-// column shows the false-positive window each row actually had.
+// Budget: the whole table (N = 16…1000 × 0/5/20%) takes about 4 minutes of one core (N = 1000:
+// about a minute per loss rate, 1.7 GB). What keeps it there: each signed record is verified once
+// for the whole process (gossip_record_verify_cache), not once per simulated peer, and the
+// membership core itself does O(1) work per queued update and per timer check (gossip/members.c).
 //
-// A stale timer in gossip_members_next_wakeup: it returns min(next_sync, next_join), but s_sync_tick
-// only keeps the one of its current branch up to date (next_join while alone, next_sync once it
-// holds a live member). Once a node has joined, next_join stays in the past, so next_wakeup returns
-// a time at or before now forever: node/run.c's s_pump then polls with timeout 0 and the net thread
-// spins, ticking (O(N) each) as fast as it can. Here such a wakeup is counted (the "!" line under a
-// row) and the node is polled every BENCH_GOSSIP_SPIN_MS (default 10, as tests/gossip/sim.h steps)
-// instead, which keeps timers within 10 ms but costs 100 ticks per node per simulated second.
+// A wakeup at or before now right after a tick would make node/run.c's net thread poll with
+// timeout 0 (a spin). Here such a wakeup is counted (the "!" line under a row) and the node is
+// polled every BENCH_GOSSIP_SPIN_MS (default 10) instead.
 //
-// Each configuration (N, loss) is one run of three phases on the same network:
+// Each configuration (N, loss) is one run of four phases on the same network:
 //  1. join     every node starts at a random time in the first period with one contact, node 0, and
 //              an empty view; measured: time from t = 0 until every view holds all N as live.
 //              Target: O(log N) periods, printed as periods / log2 N (the baseline: a push epidemic
 //              needs about log2 N rounds).
-//  2. steady   after convergence, up to 20 periods for the dissemination queues to drain, then
+//  2. steady   after convergence, the dissemination queues drain (a mass start leaves every peer
+//              holding up to N records to piggyback; "settl" is how long that took), or stop
+//              shrinking (under heavy loss new updates keep coming), at most SETTLE periods; then
 //              STEADY periods measured: messages and payload bytes each peer sends per period (mean
-//              and the busiest peer). Target: O(1) per peer, i.e. flat in N.
+//              and the busiest peer). Target: O(1) messages per peer, i.e. flat in N.
 //  3. crash    1% of the nodes (at least 1, never node 0) are killed; CRASH periods measured: time
 //              until the first survivor suspects a victim and until every survivor marks every
 //              victim dead, next to the configured suspicion timeout (the floor: each peer's own timer
 //              buries a member, suspicion_mult · max(1, log10 N) periods after it heard the suspicion).
+//  4. late joiner  one more peer starts with node 0 as its contact; measured: time until every
+//              survivor holds it as live ("in all") and until its own view holds exactly the
+//              survivors ("full").
 //  False positives: "dead" markings of a live node by anyone, over the steady and crash windows
 //  together (target: zero at 5% loss); suspicions of live nodes and refutations are shown beside them.
 //
@@ -59,7 +61,8 @@
 
 #define PERIOD_MS 1000ULL
 #define JOIN_MAX_PERIODS 150
-static int g_settle_max = 20; // BENCH_GOSSIP_SETTLE: periods allowed for the dissemination queues to drain
+#define JOIN1_MAX_PERIODS 60
+static int g_settle_max = 200; // BENCH_GOSSIP_SETTLE: periods allowed for the dissemination queues to drain
 
 typedef enum { V_UNKNOWN = 0, V_ALIVE, V_SUSPECT, V_DEAD, V_LEFT } vstate_t;
 
@@ -84,7 +87,8 @@ typedef struct {
 } wake_t;
 
 typedef struct {
-    int n;
+    int n;       // nodes, the late joiner included
+    int n_swarm; // the swarm started at t = 0 (the late joiner is node n_swarm)
     node_t *nodes;
     int *by_id; // node indices sorted by id
     uint64_t now, order;
@@ -117,7 +121,8 @@ typedef struct { // one configuration's figures, passed from a worker process to
     double loss;
     double join_periods, settle_periods;
     double msgs_mean, msgs_max, bytes_mean, bytes_max;
-    double type_share[GOSSIP_MSG_COUNT];
+    double type_share[GOSSIP_MSG_COUNT], byte_share[GOSSIP_MSG_COUNT];
+    double join1_in_all, join1_full;
     int victims;
     double first_suspect, all_dead, mean_detect, susp_timeout;
     uint64_t fp_dead, fp_suspect, refutations, malformed, clamped, mismatched;
@@ -272,8 +277,8 @@ static void s_on_event(sim_t *s, int i, const gossip_event_t *e) {
     if (s_is_live(old) != s_is_live(nv)) {
         int before = s->live_known[i];
         s->live_known[i] += s_is_live(nv) ? 1 : -1;
-        if (before == s->n - 1) s->n_complete--;
-        if (s->live_known[i] == s->n - 1) s->n_complete++;
+        if (before == s->n_swarm - 1) s->n_complete--;
+        if (s->live_known[i] == s->n_swarm - 1) s->n_complete++;
     }
     bool subject_up = s->nodes[j].up;
     if (e->kind == GOSSIP_EV_SUSPECT) {
@@ -289,7 +294,7 @@ static void s_on_event(sim_t *s, int i, const gossip_event_t *e) {
             if (s->dead_marks == s->dead_marks_needed) s->all_dead = s->now;
         }
     }
-    if (s->join_done == UINT64_MAX && s->n_complete == s->n) s->join_done = s->now;
+    if (s->join_done == UINT64_MAX && s->n_complete == s->n_swarm) s->join_done = s->now;
 }
 
 static void s_route(sim_t *s, int from, gossip_msg_t *msg) {
@@ -369,7 +374,7 @@ static void s_start(sim_t *s, int i) {
     }
     nd->started = nd->up = true;
     s->live_known[i] = 0;
-    if (s->n == 1) s->n_complete++;
+    if (s->n_swarm == 1 && i == 0) s->n_complete++;
     gossip_members_tick(nd->m, s->now);
     s_drain(s, i, true);
 }
@@ -442,18 +447,17 @@ static uint64_t s_check_views(const sim_t *s) {
 // One configuration
 
 static void s_run_config(int n, double loss, uint64_t seed, int steady_periods, int crash_periods, result_t *res) {
-    if (n >= 1000) { // see the budget note at the top
-        steady_periods = steady_periods / 3 > 0 ? steady_periods / 3 : 1;
-        crash_periods = crash_periods / 2 > 0 ? crash_periods / 2 : 1;
-    }
     double t0 = s_wall();
     struct rusage ru0;
     getrusage(RUSAGE_SELF, &ru0);
     sim_t *s = calloc(1, sizeof *s);
+    int n_swarm = n;
+    n = n_swarm + 1; // node n_swarm joins late (phase 4)
     s->n = n;
+    s->n_swarm = n_swarm;
     s->loss = loss;
     s->join_done = s->first_suspect = s->all_dead = s->crash_at = UINT64_MAX;
-    rng_seed(&s->rng, seed * 0x100000001b3ULL + (uint64_t)n * 1000 + (uint64_t)(loss * 1000));
+    rng_seed(&s->rng, seed * 0x100000001b3ULL + (uint64_t)n_swarm * 1000 + (uint64_t)(loss * 1000));
     gossip_config_default(&s->cfg);
     s->nodes = calloc((size_t)n, sizeof *s->nodes);
     s->by_id = malloc((size_t)n * sizeof *s->by_id);
@@ -473,7 +477,7 @@ static void s_run_config(int n, double loss, uint64_t seed, int steady_periods, 
     qsort(s->by_id, (size_t)n, sizeof *s->by_id, s_cmp_by_id);
 
     // 1. join: node 0 at t = 0, the others at random times in the first period
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n_swarm; i++) {
         uint64_t at = i == 0 ? 0 : rng_below(&s->rng, PERIOD_MS);
         s->nodes[i].wake = at;
         s_wk_push(s, at, i);
@@ -483,41 +487,54 @@ static void s_run_config(int n, double loss, uint64_t seed, int steady_periods, 
 
     // 2. steady state: let the dissemination queues drain, then measure
     uint64_t settle0 = s->now;
-    for (int p = 0; p < g_settle_max && s_pending(s) > 0; p++) s_run_until(s, s->now + PERIOD_MS);
+    // Drained, or no smaller than 10 periods ago (a steady inflow of new updates), or SETTLE periods.
+    size_t hist[10];
+    for (int p = 0; p < g_settle_max; p++) {
+        size_t pend = s_pending(s);
+        if (pend == 0 || (p >= 10 && pend >= hist[p % 10])) break;
+        hist[p % 10] = pend;
+        s_run_until(s, s->now + PERIOD_MS);
+    }
     res->settle_periods = (double)(s->now - settle0) / PERIOD_MS;
-    uint64_t sent0[GOSSIP_MSG_COUNT];
+    uint64_t sent0[GOSSIP_MSG_COUNT], bytes0[GOSSIP_MSG_COUNT];
     memcpy(sent0, s->sent_by_type, sizeof sent0);
+    memcpy(bytes0, s->bytes_by_type, sizeof bytes0);
     uint64_t fp0 = s->now;
     s->counting = s->fp_window = true;
     s_run_until(s, s->now + (uint64_t)steady_periods * PERIOD_MS);
     s->counting = false;
     double msum = 0, mmax = 0, bsum = 0, bmax = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n_swarm; i++) {
         double mi = (double)s->nodes[i].sent / steady_periods, bi = (double)s->nodes[i].bytes / steady_periods;
         msum += mi;
         bsum += bi;
         if (mi > mmax) mmax = mi;
         if (bi > bmax) bmax = bi;
     }
-    res->msgs_mean = msum / n;
+    res->msgs_mean = msum / n_swarm;
     res->msgs_max = mmax;
-    res->bytes_mean = bsum / n;
+    res->bytes_mean = bsum / n_swarm;
     res->bytes_max = bmax;
-    uint64_t tot = 0;
-    for (int k = 0; k < GOSSIP_MSG_COUNT; k++) tot += s->sent_by_type[k] - sent0[k];
-    for (int k = 0; k < GOSSIP_MSG_COUNT; k++)
+    uint64_t tot = 0, btot = 0;
+    for (int k = 0; k < GOSSIP_MSG_COUNT; k++) {
+        tot += s->sent_by_type[k] - sent0[k];
+        btot += s->bytes_by_type[k] - bytes0[k];
+    }
+    for (int k = 0; k < GOSSIP_MSG_COUNT; k++) {
         res->type_share[k] = tot ? (double)(s->sent_by_type[k] - sent0[k]) / (double)tot : 0;
+        res->byte_share[k] = btot ? (double)(s->bytes_by_type[k] - bytes0[k]) / (double)btot : 0;
+    }
 
     // 3. crash 1% (at least one), never node 0 (everyone's seed)
-    int nv = n / 100 > 0 ? n / 100 : 1;
+    int nv = n_swarm / 100 > 0 ? n_swarm / 100 : 1;
     for (int k = 0; k < nv;) {
-        int v = 1 + (int)rng_below(&s->rng, (uint64_t)n - 1);
+        int v = 1 + (int)rng_below(&s->rng, (uint64_t)n_swarm - 1);
         if (s->nodes[v].victim) continue;
         s->nodes[v].victim = true;
         k++;
     }
     s->n_victims = nv;
-    s->dead_marks_needed = nv * (n - nv);
+    s->dead_marks_needed = nv * (n_swarm - nv);
     s->crash_at = s->now;
     for (int i = 0; i < n; i++)
         if (s->nodes[i].victim) s_kill(s, i);
@@ -527,16 +544,38 @@ static void s_run_config(int n, double loss, uint64_t seed, int steady_periods, 
     res->first_suspect = s->first_suspect == UINT64_MAX ? -1 : (double)(s->first_suspect - s->crash_at) / PERIOD_MS;
     res->all_dead = s->all_dead == UINT64_MAX ? -1 : (double)(s->all_dead - s->crash_at) / PERIOD_MS;
     res->mean_detect = s->dead_marks ? s->detect_sum / s->dead_marks / PERIOD_MS : -1;
-    double f = n > 10 ? log10((double)n) : 1.0; // the suspicion timeout at LHM = 1 (members.h)
+    double f = n_swarm > 10 ? log10((double)n_swarm) : 1.0; // the suspicion timeout at LHM = 1 (members.h)
     res->susp_timeout = s->cfg.suspicion_mult * f * (double)s->cfg.period_ms / PERIOD_MS;
     res->fp_dead = s->fp_dead;
     res->fp_suspect = s->fp_suspect;
     res->refutations = s->refutations;
     res->fp_periods = (double)(s->now - fp0) / PERIOD_MS;
+
+    // 4. one late joiner (node n_swarm, contact node 0) into the settled swarm: time until every
+    //    survivor holds it as live, and until its own view holds every survivor (and nothing else)
+    int J = n_swarm, survivors = n_swarm - nv;
+    uint64_t tj = s->now, in_all = UINT64_MAX, full = UINT64_MAX;
+    s->nodes[J].wake = s->now;
+    s_wk_push(s, s->now, J);
+    while ((in_all == UINT64_MAX || full == UINT64_MAX) && s->now - tj < (uint64_t)JOIN1_MAX_PERIODS * PERIOD_MS) {
+        s_run_until(s, s->now + 10);
+        if (!s->nodes[J].started) continue;
+        int seen = 0, known = 0;
+        for (int i = 0; i < n_swarm; i++) {
+            if (!s->nodes[i].up) continue;
+            seen += s_is_live(s->view[(size_t)i * n + J]);
+            known += s_is_live(s->view[(size_t)J * n + i]);
+        }
+        if (in_all == UINT64_MAX && seen == survivors) in_all = s->now - tj;
+        if (full == UINT64_MAX && known == survivors && s->live_known[J] == survivors) full = s->now - tj;
+    }
+    res->join1_in_all = in_all == UINT64_MAX ? -1 : (double)in_all / PERIOD_MS;
+    res->join1_full = full == UINT64_MAX ? -1 : (double)full / PERIOD_MS;
+
     res->malformed = s->malformed;
     res->clamped = s->clamped_wakeups;
     res->mismatched = s_check_views(s);
-    res->n = n;
+    res->n = n_swarm;
     res->loss = loss;
 
     for (int i = 0; i < n; i++)
@@ -565,16 +604,18 @@ static void s_fmt(char *out, size_t len, double v, const char *fmt) {
 }
 
 static void s_print(const result_t *r) {
-    char join[32], ratio[32], fs[32], ad[32], md[32];
+    char join[32], ratio[32], fs[32], ad[32], md[32], j1a[32], j1f[32];
+    s_fmt(j1a, sizeof j1a, r->join1_in_all, "%.2f");
+    s_fmt(j1f, sizeof j1f, r->join1_full, "%.2f");
     s_fmt(join, sizeof join, r->join_periods, "%.2f");
     s_fmt(ratio, sizeof ratio, r->join_periods < 0 ? -1 : r->join_periods / log2((double)r->n), "%.2f");
     s_fmt(fs, sizeof fs, r->first_suspect, "%.2f");
     s_fmt(ad, sizeof ad, r->all_dead, "%.2f");
     s_fmt(md, sizeof md, r->mean_detect, "%.2f");
-    printf("%5d %4.0f%% | %6s %6s | %5.1f %6.2f %5.1f %8.0f %8.0f | %3d %6s %6s %6s %6.1f | %4llu %6llu %6llu %5.0f | %6.1f %6.0f\n",
+    printf("%5d %4.0f%% | %6s %6s | %5.1f %6.2f %5.1f %8.0f %8.0f | %3d %6s %6s %6s %6.1f | %4llu %6llu %6llu %5.0f | %6s %6s | %6.1f %6.0f\n",
            r->n, r->loss * 100, join, ratio, r->settle_periods, r->msgs_mean, r->msgs_max, r->bytes_mean,
            r->bytes_max, r->victims, fs, md, ad, r->susp_timeout, (unsigned long long)r->fp_dead,
-           (unsigned long long)r->fp_suspect, (unsigned long long)r->refutations, r->fp_periods, r->wall_s,
+           (unsigned long long)r->fp_suspect, (unsigned long long)r->refutations, r->fp_periods, j1a, j1f, r->wall_s,
            (double)r->max_rss_kib / 1024);
     if (r->malformed || r->clamped || r->mismatched)
         printf("      ! %llu malformed messages, %llu wakeups at or before now after a tick, %llu views that "
@@ -595,13 +636,14 @@ static int s_parse_list(const char *env, const char *dflt, double *out, int cap)
 int main(void) {
     if (sodium_init() < 0) return 1;
     log_min_level = LOG_ERROR;
+    gossip_record_verify_cache(1 << 16); // each signed record is verified once, not by all N peers
     double ns[16], losses[16];
     int nn = s_parse_list("BENCH_GOSSIP_N", "16,64,256,1000", ns, 16);
     int nl = s_parse_list("BENCH_GOSSIP_LOSS", "0,5,20", losses, 16);
     uint64_t seed = s_env("BENCH_GOSSIP_SEED", 1);
     int steady = (int)s_env("BENCH_GOSSIP_STEADY", 30), crash = (int)s_env("BENCH_GOSSIP_CRASH", 60);
     int jobs = (int)s_env("BENCH_GOSSIP_JOBS", 2);
-    g_settle_max = (int)s_env("BENCH_GOSSIP_SETTLE", 20);
+    g_settle_max = (int)s_env("BENCH_GOSSIP_SETTLE", 200);
     g_spin_ms = s_env("BENCH_GOSSIP_SPIN_MS", 10);
     if (g_spin_ms < 1) g_spin_ms = 1;
     if (jobs < 1) jobs = 1;
@@ -615,13 +657,13 @@ int main(void) {
            (unsigned long long)seed, dc.period_ms, dc.ack_timeout_ms, dc.ack_timeout_min_ms, dc.indirect_k,
            dc.suspicion_mult, dc.retransmit_mult, dc.gossip_interval_ms, dc.gossip_fanout, dc.sync_interval_ms);
     printf("times in protocol periods (%llu ms); join from t = 0 (starts spread over the first period); steady "
-           "window %d periods; crash window %d periods (a third and half at N >= 1000); false positives over steady + crash windows\n",
+           "window %d periods; crash window %d periods; false positives over steady + crash windows\n",
            (unsigned long long)PERIOD_MS, steady, crash);
-    printf("%11s | %13s | %5s %13s %17s | %3s %20s %6s | %25s | %13s\n", "", "join", "", "msgs/peer/period",
-           "bytes/peer/period", "", "crash detection", "susp.", "false positives", "cost");
-    printf("%5s %5s | %6s %6s | %5s %6s %5s %8s %8s | %3s %6s %6s %6s %6s | %4s %6s %6s %5s | %6s %6s\n", "N",
+    printf("%11s | %13s | %5s %13s %17s | %3s %20s %6s | %25s | %13s | %13s\n", "", "join", "", "msgs/peer/period",
+           "bytes/peer/period", "", "crash detection", "susp.", "false positives", "late joiner", "cost");
+    printf("%5s %5s | %6s %6s | %5s %6s %5s %8s %8s | %3s %6s %6s %6s %6s | %4s %6s %6s %5s | %6s %6s | %6s %6s\n", "N",
            "loss", "full", "/log2N", "settl", "mean", "max", "mean", "max", "dead", "first", "mean", "all",
-           "timeo", "dead", "susp", "refut", "over", "wall s", "RSS MB");
+           "timeo", "dead", "susp", "refut", "over", "in all", "full", "wall s", "RSS MB");
 
     int ncfg = nn * nl;
     result_t *res = calloc((size_t)ncfg, sizeof *res);
@@ -690,12 +732,30 @@ int main(void) {
         for (int k = 0; k < nn; k++) printf("  N=%d %.2f", res[k * nl + l].n, res[k * nl + l].msgs_mean);
         printf("\n");
     }
-    printf("message mix in the steady window (share of messages sent, largest N):\n");
+    printf("payload bytes per peer per period (steady, mean):\n");
+    for (int l = 0; l < nl; l++) {
+        printf("  loss %3.0f%%:", losses[l]);
+        for (int k = 0; k < nn; k++) printf("  N=%d %.0f", res[k * nl + l].n, res[k * nl + l].bytes_mean);
+        printf("\n");
+    }
+    printf("late joiner: periods until it is in every view / until its view is complete:\n");
+    for (int l = 0; l < nl; l++) {
+        printf("  loss %3.0f%%:", losses[l]);
+        for (int k = 0; k < nn; k++) {
+            const result_t *r = &res[k * nl + l];
+            if (r->join1_in_all < 0 || r->join1_full < 0) printf("  N=%d never", r->n);
+            else printf("  N=%d %.2f / %.2f", r->n, r->join1_in_all, r->join1_full);
+        }
+        printf("\n");
+    }
+    printf("message mix in the steady window (share of messages sent / of payload bytes, largest N):\n");
     for (int l = 0; l < nl; l++) {
         const result_t *r = &res[(nn - 1) * nl + l];
         printf("  N=%d loss %3.0f%%:", r->n, losses[l]);
         for (int t = 0; t < GOSSIP_MSG_COUNT; t++)
-            if (r->type_share[t] > 0) printf(" %s %.1f%%", gossip_msg_name(GOSSIP_MSG_FIRST + t), 100 * r->type_share[t]);
+            if (r->type_share[t] > 0)
+                printf(" %s %.1f%%/%.1f%%", gossip_msg_name(GOSSIP_MSG_FIRST + t), 100 * r->type_share[t],
+                       100 * r->byte_share[t]);
         printf("\n");
     }
     uint64_t fp5 = 0;

@@ -16,7 +16,7 @@
 #include "model/rng.h"
 #include "node/log.h"
 
-#define SIM_MAXN 40
+#define SIM_MAXN 256 // the bitmask helpers (sim_view_is, sim_all_see, sim_mask_range) take n <= 64
 #define SIM_STEP_MS 10
 #define SIM_PERIOD_MS 1000
 #define SIM_WALL0 1700000000000ULL // unix ms at sim time 0
@@ -243,6 +243,18 @@ static void sim_run(sim_t *s, uint64_t ms) {
     uint64_t end = s->now + ms;
     while (s->now < end) sim_step(s);
 }
+
+// True when every running node's live list holds exactly the n running nodes (any n; no mask).
+static bool sim_all_complete(const sim_t *s) {
+    int up = 0;
+    for (int i = 0; i < s->n; i++) up += s->nodes[i].up;
+    for (int i = 0; i < s->n; i++)
+        if (s->nodes[i].up && gossip_members_live(s->nodes[i].m, NULL, 0) != (size_t)up) return false;
+    return true;
+}
+
+// Messages sent by every node together (delivered or not).
+static uint64_t sim_sent(const sim_t *s) { return s->sent; }
 
 // State of node j in node i's view; -1 when unknown.
 static int sim_state(const sim_t *s, int i, int j) {
