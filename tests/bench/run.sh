@@ -47,8 +47,9 @@ echo "== outer steps: DiLoCo/NoLoCo × fp32/int8/int4 over 4 peers vs one node w
 # it alone: bash tests/bench/bench_outer.sh (STEPS, H, ARMS overrides).
 if [ "${BENCH_OUTER:-0}" = 1 ]; then
     bash tests/bench/bench_outer.sh
+    LOCO_BIN="$BUILD/loco" bash tests/bench/bench_overlap_loss.sh # overlap's loss cost vs outer momentum, ~12 min
 else
-    echo "skipped (about 30 minutes): set BENCH_OUTER=1, or run bash tests/bench/bench_outer.sh"
+    echo "skipped (about 40 minutes): set BENCH_OUTER=1, or run bash tests/bench/bench_outer.sh and bench_overlap_loss.sh"
 fi
 
 echo
