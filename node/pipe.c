@@ -90,6 +90,7 @@ struct pipe_t {
     int issued, ndone, nproc;
     double loss_sum;
     float *wgrad_sum;           // stage 0: sum of received head wte gradients (V,C)
+    float *rx;                  // a received frame's floats, aligned (max of act_n, wte_n)
     int wgrad_n;
     uint64_t wte_got;           // last stage: step + 1 of the last WTE taken
     int wte_from;               // last stage: the stage-0 node our WGRAD went to
@@ -343,7 +344,12 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
                (unsigned long long)n2, want_frames[type], p->B, p->T, e1, e2);
         return;
     }
-    const float *f1 = nf > 2 ? zmq_msg_data(&fr[2]) : NULL;
+    // Frame data has no alignment guarantee: the floats are copied into an aligned buffer first.
+    const float *f1 = NULL;
+    if (nf > 2 && n1) {
+        memcpy(p->rx, zmq_msg_data(&fr[2]), n1);
+        f1 = p->rx;
+    }
     if (f1 && !s_finite(f1, n1 / 4)) {
         s_drop(p, PIPE_DROP_VALUE, from, "%s step %llu: non-finite values", s_type_name(type), (unsigned long long)step);
         return;
@@ -905,7 +911,8 @@ pipe_t *pipe_new(const pipe_opts_t *o, trainer_t *t, char *err, size_t errlen) {
     p->slots = calloc((size_t)p->nslots, sizeof *p->slots);
     p->pend = calloc((size_t)p->pend_max, sizeof *p->pend);
     if (p->S > 1 && p->stage == 0) p->wgrad_sum = malloc(p->wte_n * 4);
-    if (!p->peers || !p->slots || !p->pend || (p->S > 1 && p->stage == 0 && !p->wgrad_sum)) goto oom;
+    p->rx = malloc((p->act_n > p->wte_n ? p->act_n : p->wte_n) * 4);
+    if (!p->peers || !p->slots || !p->pend || !p->rx || (p->S > 1 && p->stage == 0 && !p->wgrad_sum)) goto oom;
     for (int i = 0; i < p->nslots; i++) {
         slot_t *s = &p->slots[i];
         s->m = i == 0 ? t->model : gpt_new_shared(t->model, p->B, p->T, err, errlen);
@@ -991,6 +998,7 @@ void pipe_destroy(pipe_t **self_p) {
     free(p->slots);
     free(p->peers);
     free(p->wgrad_sum);
+    free(p->rx);
     net_identity_wipe(&p->o.identity);
     free(p);
     *self_p = NULL;

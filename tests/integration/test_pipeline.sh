@@ -154,7 +154,7 @@ common_round() { # a round both replicas completed together: "N hash2 hash3"
     done
     return 1
 }
-wait_for 90 "an outer step of both stage-1 replicas together" common_round
+wait_for 90 "an outer step of both stage-1 replicas together" eval "common_round >/dev/null"
 read -r n a2 a3 <<<"$(common_round)"
 [ "$a2" = "$a3" ] || fail "stage 1 replicas end round $n with different anchors ($a2, $a3)"
 echo "  stage 1 replicas: round $n, both contributed, anchor $a2 on both"
