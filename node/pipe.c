@@ -295,6 +295,99 @@ static int s_slot_busy(const pipe_t *p) {
     return 0;
 }
 
+// Floats of an unaligned frame are all finite (copied in blocks: no unaligned loads).
+static int s_finite_bytes(const uint8_t *b, size_t n) {
+    float buf[1024];
+    for (size_t i = 0; i < n;) {
+        size_t k = n - i < 1024 ? n - i : 1024;
+        memcpy(buf, b + 4 * i, 4 * k);
+        if (!s_finite(buf, k)) return 0;
+        i += k;
+    }
+    return 1;
+}
+
+void pipe_hdr_encode(const pipe_hdr_t *h, uint8_t out[PIPE_HDR_SIZE]) {
+    memset(out, 0, PIPE_HDR_SIZE);
+    memcpy(out, "LPIP", 4);
+    net_put_u16(out + 4, PIPE_PROTOCOL_VERSION);
+    net_put_u16(out + 6, (uint16_t)h->type);
+    net_put_u64(out + 8, h->run_id);
+    net_put_u64(out + 16, h->step);
+    net_put_u32(out + 24, h->origin);
+    net_put_u32(out + 28, h->mb);
+    net_put_u32(out + 32, h->B);
+    net_put_u32(out + 36, h->T);
+    net_put_u32(out + 40, h->count);
+    uint32_t lb;
+    memcpy(&lb, &h->loss, 4);
+    net_put_u32(out + 44, lb);
+    net_put_u64(out + 48, h->n1);
+    net_put_u64(out + 56, h->n2);
+}
+
+int pipe_msg_check(const uint8_t *const *frames, const size_t *lens, int nframes, const pipe_shape_t *sh,
+                   pipe_hdr_t *h, pipe_drop_t *reason, char *why, size_t wl) {
+    static const int want_frames[] = {0, 2, 1, 0, 1, 1};
+    memset(h, 0, sizeof *h);
+    if (nframes < 1 || nframes > 3 || lens[0] != PIPE_HDR_SIZE) {
+        *reason = PIPE_DROP_FRAMES;
+        snprintf(why, wl, "%d frames, header %zu bytes", nframes, nframes >= 1 ? lens[0] : 0);
+        return -1;
+    }
+    const uint8_t *b = frames[0];
+    int type = net_get_u16(b + 6);
+    if (memcmp(b, "LPIP", 4) != 0 || net_get_u16(b + 4) != PIPE_PROTOCOL_VERSION || type < 1 || type > 5 ||
+        (net_get_u32(b + 40) != 0 && type != PIPE_MSG_END && type != PIPE_MSG_WGRAD)) {
+        *reason = PIPE_DROP_HEADER;
+        snprintf(why, wl, "bad magic, version %u, type %d or count", net_get_u16(b + 4), type);
+        return -1;
+    }
+    h->type = type;
+    h->run_id = net_get_u64(b + 8);
+    h->step = net_get_u64(b + 16);
+    h->origin = net_get_u32(b + 24);
+    h->mb = net_get_u32(b + 28);
+    h->B = net_get_u32(b + 32);
+    h->T = net_get_u32(b + 36);
+    h->count = net_get_u32(b + 40);
+    uint32_t lb = net_get_u32(b + 44);
+    memcpy(&h->loss, &lb, 4);
+    h->n1 = net_get_u64(b + 48);
+    h->n2 = net_get_u64(b + 56);
+    if (h->run_id != sh->run_id) {
+        *reason = PIPE_DROP_RUN;
+        snprintf(why, wl, "%s for another run (different fingerprint: config or plan)", s_type_name(type));
+        return -1;
+    }
+    size_t e1 = type == PIPE_MSG_ACT || type == PIPE_MSG_GRAD ? sh->act_n * 4 : type == PIPE_MSG_END ? 0 : sh->wte_n * 4;
+    size_t e2 = type == PIPE_MSG_ACT ? sh->tok_n * 4 : 0;
+    if (nframes - 1 != want_frames[type] || h->B != sh->B || h->T != sh->T || h->n1 != e1 || h->n2 != e2 ||
+        (nframes > 1 && lens[1] != e1) || (nframes > 2 && lens[2] != e2)) {
+        *reason = PIPE_DROP_SHAPE;
+        snprintf(why, wl, "%s: %d frames, B %u, T %u, sizes %llu/%llu (want %d, %u, %u, %zu/%zu)", s_type_name(type),
+                 nframes - 1, h->B, h->T, (unsigned long long)h->n1, (unsigned long long)h->n2, want_frames[type], sh->B,
+                 sh->T, e1, e2);
+        return -1;
+    }
+    if ((nframes > 1 && !s_finite_bytes(frames[1], e1 / 4)) || (type == PIPE_MSG_GRAD && !isfinite(h->loss))) {
+        *reason = PIPE_DROP_VALUE;
+        snprintf(why, wl, "%s step %llu: non-finite values", s_type_name(type), (unsigned long long)h->step);
+        return -1;
+    }
+    if (type == PIPE_MSG_ACT) {
+        for (size_t i = 0; i < sh->tok_n; i++) {
+            uint32_t v = net_get_u32(frames[2] + 4 * i);
+            if (v >= (uint32_t)sh->vocab) {
+                *reason = PIPE_DROP_VALUE;
+                snprintf(why, wl, "ACT: target %u >= vocab %d", v, sh->vocab);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 // Checks and takes one message (frames fr[0..nf), fr[0] the routing id).
 static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
     int from = -1;
@@ -307,26 +400,24 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
         s_drop(p, PIPE_DROP_SENDER, from, "no authenticated plan node");
         return;
     }
-    if (nf < 2 || nf > 4 || zmq_msg_size(&fr[1]) != PIPE_HDR_SIZE) {
-        s_drop(p, PIPE_DROP_FRAMES, from, "%d frames, header %zu bytes", nf - 1, nf >= 2 ? zmq_msg_size(&fr[1]) : 0);
+    const uint8_t *frames[3];
+    size_t lens[3];
+    int n = nf - 1 > 3 ? 4 : nf - 1;
+    for (int i = 0; i < n && i < 3; i++) frames[i] = zmq_msg_data(&fr[1 + i]), lens[i] = zmq_msg_size(&fr[1 + i]);
+    pipe_shape_t sh = {.B = (uint32_t)p->B, .T = (uint32_t)p->T, .act_n = p->act_n, .tok_n = p->tok_n,
+                       .wte_n = p->wte_n, .vocab = p->V, .run_id = p->run_id};
+    pipe_hdr_t hd;
+    pipe_drop_t reason;
+    char why[256];
+    if (pipe_msg_check(frames, lens, n, &sh, &hd, &reason, why, sizeof why) != 0) {
+        s_drop(p, reason, from, "%s", why);
         return;
     }
-    const uint8_t *h = zmq_msg_data(&fr[1]);
-    int type = net_get_u16(h + 6);
-    if (memcmp(h, "LPIP", 4) != 0 || net_get_u16(h + 4) != PIPE_PROTOCOL_VERSION || type < 1 || type > 5) {
-        s_drop(p, PIPE_DROP_HEADER, from, "bad magic, version %u or type %d", net_get_u16(h + 4), type);
-        return;
-    }
-    if (net_get_u64(h + 8) != p->run_id) {
-        s_drop(p, PIPE_DROP_RUN, from, "%s for another run (different fingerprint: config or plan)", s_type_name(type));
-        return;
-    }
-    uint64_t step = net_get_u64(h + 16), n1 = net_get_u64(h + 48), n2 = net_get_u64(h + 56);
-    uint32_t origin = net_get_u32(h + 24), mb = net_get_u32(h + 28), count = net_get_u32(h + 40), lb = net_get_u32(h + 44);
-    float loss;
-    memcpy(&loss, &lb, 4);
+    int type = hd.type;
+    uint64_t step = hd.step, n1 = hd.n1, n2 = hd.n2;
+    uint32_t origin = hd.origin, mb = hd.mb, count = hd.count;
+    float loss = hd.loss;
     int fs = p->plan->nodes[from].stage;
-    static const int want_frames[] = {0, 2, 1, 0, 1, 1};
     static const int from_stage_delta[] = {0, -1, +1, -1, 0, 0};
     int ok_sender = type <= 3 ? fs == p->stage + from_stage_delta[type]
                   : type == PIPE_MSG_WGRAD ? p->stage == 0 && fs == p->S - 1 && p->S > 1
@@ -335,45 +426,18 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
         s_drop(p, PIPE_DROP_SENDER, from, "%s from stage %d to stage %d", s_type_name(type), fs, p->stage);
         return;
     }
-    size_t e1 = type == PIPE_MSG_ACT || type == PIPE_MSG_GRAD ? p->act_n * 4 : type == PIPE_MSG_END ? 0 : p->wte_n * 4;
-    size_t e2 = type == PIPE_MSG_ACT ? p->tok_n * 4 : 0;
-    if (nf - 2 != want_frames[type] || net_get_u32(h + 32) != (uint32_t)p->B || net_get_u32(h + 36) != (uint32_t)p->T ||
-        n1 != e1 || n2 != e2 || (nf > 2 && zmq_msg_size(&fr[2]) != n1) || (nf > 3 && zmq_msg_size(&fr[3]) != n2)) {
-        s_drop(p, PIPE_DROP_SHAPE, from, "%s: %d frames, B %u, T %u, sizes %llu/%llu (want %d, %d, %d, %zu/%zu)",
-               s_type_name(type), nf - 2, net_get_u32(h + 32), net_get_u32(h + 36), (unsigned long long)n1,
-               (unsigned long long)n2, want_frames[type], p->B, p->T, e1, e2);
-        return;
-    }
-    // Frame data has no alignment guarantee: the floats are copied into an aligned buffer first.
+    // Frame data has no alignment guarantee: the floats are copied into an aligned buffer.
     const float *f1 = NULL;
-    if (nf > 2 && n1) {
-        memcpy(p->rx, zmq_msg_data(&fr[2]), n1);
+    if (n1) {
+        memcpy(p->rx, frames[1], n1);
         f1 = p->rx;
     }
-    if (f1 && !s_finite(f1, n1 / 4)) {
-        s_drop(p, PIPE_DROP_VALUE, from, "%s step %llu: non-finite values", s_type_name(type), (unsigned long long)step);
-        return;
-    }
-    if (type == PIPE_MSG_GRAD && !isfinite(loss)) {
-        s_drop(p, PIPE_DROP_VALUE, from, "GRAD with a non-finite loss");
-        return;
-    }
-    if (type == PIPE_MSG_ACT) {
-        const uint8_t *tg = zmq_msg_data(&fr[3]);
-        for (size_t i = 0; i < p->tok_n; i++) {
-            uint32_t v = net_get_u32(tg + 4 * i);
-            if (v >= (uint32_t)p->V) {
-                s_drop(p, PIPE_DROP_VALUE, from, "ACT: target %u ≥ vocab %d", v, p->V);
-                return;
-            }
-        }
-    }
-    // The step: a finished one is stale. A node runs at most a step or two ahead of us (it finishes
-    // a step only once its next stage answered it), more only while it takes us for dead.
     // END for a step says the sender is through with it and every earlier one (s_step_done), even when
     // it is too far ahead to keep: a stage that fell far behind catches up on the ENDs. (An ACT far
     // ahead is only dropped: it says the same, but ENDs are what a sender sends every stage node.)
     if (type == PIPE_MSG_END && step + 1 > p->peers[from].ahead) p->peers[from].ahead = step + 1;
+    // The step: a finished one is stale. A node runs at most a step or two ahead of us (it finishes
+    // a step only once its next stage answered it), more only while it takes us for dead.
     if (step < p->step || step > p->step + 8) {
         s_drop(p, PIPE_DROP_STALE, from, "%s for step %llu at step %llu", s_type_name(type), (unsigned long long)step,
                (unsigned long long)p->step);
@@ -403,7 +467,7 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
             return;
         }
         memcpy(e->x, f1, p->act_n * 4);
-        const uint8_t *tg = zmq_msg_data(&fr[3]);
+        const uint8_t *tg = frames[2];
         for (size_t i = 0; i < p->tok_n; i++) e->tg[i] = (int32_t)net_get_u32(tg + 4 * i);
         e->step = step, e->origin = origin, e->mb = mb, e->from = from;
         p->npend++;

@@ -99,6 +99,32 @@ typedef enum {
 
 const char *pipe_drop_name(pipe_drop_t d);
 
+// A message header (frame 0), decoded.
+typedef struct {
+    int type;
+    uint64_t run_id, step;
+    uint32_t origin, mb, B, T, count;
+    float loss;
+    uint64_t n1, n2;               // bytes of frames 1 and 2
+} pipe_hdr_t;
+
+// What a stage expects of every message: micro-batch shape, and the element counts of activations
+// (B·T·C), targets (B·T) and wte (V·C).
+typedef struct {
+    uint32_t B, T;
+    size_t act_n, tok_n, wte_n;
+    int vocab;
+    uint64_t run_id;
+} pipe_shape_t;
+
+void pipe_hdr_encode(const pipe_hdr_t *h, uint8_t out[PIPE_HDR_SIZE]);
+// The checks that need no state: frame count for the type, header (magic, version, type), run id,
+// B and T, frame sizes against the header and the shape, targets < vocab, every float finite (frames
+// may be unaligned). frames[0] is the header. Returns 0 with *h filled, or -1 with the drop reason
+// in *reason and a description in why. Pure and bounded: the fuzz target drives it.
+int pipe_msg_check(const uint8_t *const *frames, const size_t *lens, int nframes, const pipe_shape_t *sh,
+                   pipe_hdr_t *h, pipe_drop_t *reason, char *why, size_t wl);
+
 typedef struct {
     const plan_t *plan;            // borrowed; outlives the stage
     net_identity_t identity;       // this node's keys (copied)
