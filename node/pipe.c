@@ -1244,7 +1244,9 @@ int pipe_run(const loco_config_t *cfg0, const plan_t *plan, const net_identity_t
     log_info("train", "%zu parameters, %zu of them this stage's; data stream %llu", t->model->num_params, len,
              (unsigned long long)stream);
     int rc;
-    if (outer && oc) { // outer steps with this stage's other replicas (it resumes from checkpoints itself)
+    // Outer steps with this stage's other replicas (outer_run resumes from checkpoints itself); a stage
+    // with one node has no one to mix with and trains on, as a pipeline without replicas does.
+    if (outer && oc && plan_replicas(plan, plan->nodes[self].stage) > 1) {
         oc->pipe = p;
         if (trainer_out) atomic_store(trainer_out, t);
         rc = outer_run_train(outer, t, stop);

@@ -214,7 +214,8 @@ int pipe_outer_inner_step(void *hook_ctx, trainer_t *t, train_ctx_t *x);
 
 // loco run's compute thread for a pipelined run: the trainer ([train] batch = micro_batch, data at
 // stage 0 only, no evaluation: a stage holds only part of the model), the stage, and then
-// outer_run_train with the hooks above when outer is not NULL, else pipe_train. *trainer_out is set
+// outer_run_train with the hooks above when outer is not NULL and the stage has several replicas,
+// else pipe_train. *trainer_out is set
 // while training (the net thread samples the step rate). Returns 0 or 1.
 int pipe_run(const loco_config_t *cfg, const plan_t *plan, const net_identity_t *id, const uint8_t fp[32],
              _Atomic uint32_t *gone, metrics_t *mx, _Atomic(trainer_t *) *trainer_out, outer_run_t *outer,
