@@ -438,7 +438,9 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
     if (type == PIPE_MSG_END && step + 1 > p->peers[from].ahead) p->peers[from].ahead = step + 1;
     // The step: a finished one is stale. A node runs at most a step or two ahead of us (it finishes
     // a step only once its next stage answered it), more only while it takes us for dead.
-    if (step < p->step || step > p->step + 8) {
+    // A WTE newer than the copy we hold is taken even after its step (one we did not wait for).
+    int newer_wte = type == PIPE_MSG_WTE && step + 1 > p->wte_got && step <= p->step;
+    if ((step < p->step && !newer_wte) || step > p->step + 8) {
         s_drop(p, PIPE_DROP_STALE, from, "%s for step %llu at step %llu", s_type_name(type), (unsigned long long)step,
                (unsigned long long)p->step);
         return;
@@ -503,7 +505,7 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
         p->wgrad_n++;
         return;
     case PIPE_MSG_WTE:
-        if (step != p->step || p->wte_got == step + 1) {
+        if (step + 1 <= p->wte_got || step > p->step) {
             s_drop(p, PIPE_DROP_UNEXPECTED, from, "WTE for step %llu at step %llu", (unsigned long long)step,
                    (unsigned long long)p->step);
             return;
@@ -888,9 +890,11 @@ int pipe_apply(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop) {
         for (int j = 0; j < p->plan->n_nodes; j++)
             if (p->plan->nodes[j].stage == p->S - 1 && !p->peers[j].dead && s_partner(p, j) == p->self)
                 s_post(p, j, PIPE_MSG_WTE, p->step, 0, 0, 0, 0.0f, t->model->params, p->wte_n * 4);
-    } else if (p->S > 1 && p->stage == p->S - 1) {
+    } else if (p->S > 1 && p->stage == p->S - 1 && p->nproc > 0) {
+        // (With no micro-batch this step, stage 0 may be elsewhere — a node catching up — so no wait:
+        // the WTE is taken whenever it comes.)
         uint64_t t0 = s_mono_ms();
-        while (p->wte_got != p->step + 1) {
+        while (p->wte_got < p->step + 1) {
             if (*stop) return 1;
             if (s_mono_ms() - t0 > 2 * (uint64_t)p->o.timeout_ms) { // stage 0 may wait timeout_ms for a WGRAD first
                 p->st.wte_missing++;
