@@ -202,7 +202,7 @@ if bgw:
           f" median {med(bgw) * 1e3:.0f} ms over {len(bgw)} = {ratio(med(bgw), S)} the stall")
 tb = med(pt["save"]) if pt.get("save") else blocking
 print(f"loco train's blocking save every {TE} steps ({tsize / 1e6:.1f} MB): {tb * 1e3:.0f} ms per save"
-      f" ({'uprobes on ckpt_dir_save' if pt.get('save') else 'gap method'}; gap method {blocking * 1e3:.0f} ms);"
+      f" ({f'uprobes on ckpt_dir_save; gap method {blocking * 1e3:.0f} ms' if pt.get('save') else 'gap method'});"
       f" scaled to {size / 1e6:.1f} MB: {tb * size / max(tsize, 1) * 1e3:.0f} ms ="
       f" {ratio(tb * size / max(tsize, 1), S)} the stall (DataStates-LLM: up to 48x faster than blocking saves)")
 PY
