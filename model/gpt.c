@@ -1,5 +1,6 @@
 #include "model/gpt.h"
 
+#include <assert.h>
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -162,19 +163,25 @@ static float *s_alloc(size_t n) {
     return p;
 }
 
-static gpt_t *s_new(const gpt_config_t *cfg, int maxB, int maxT, gpt_t *owner, char *err, size_t errlen);
+static gpt_t *s_new(const gpt_config_t *cfg, int maxB, int maxT, gpt_t *owner, int l0, int l1, char *err,
+                    size_t errlen);
 
 gpt_t *gpt_new(const gpt_config_t *cfg, int maxB, int maxT, char *err, size_t errlen) {
-    return s_new(cfg, maxB, maxT, NULL, err, errlen);
+    return s_new(cfg, maxB, maxT, NULL, 0, cfg->layers, err, errlen);
 }
 
-gpt_t *gpt_new_shared(gpt_t *owner, int maxB, int maxT, char *err, size_t errlen) {
-    gpt_t *m = s_new(&owner->cfg, maxB, maxT, owner, err, errlen);
+gpt_t *gpt_new_shared(gpt_t *owner, int l0, int l1, int maxB, int maxT, char *err, size_t errlen) {
+    if (l0 < 0 || l1 > owner->cfg.layers || l0 >= l1) {
+        snprintf(err, errlen, "block range [%d, %d) is not inside [0, %d)", l0, l1, owner->cfg.layers);
+        return NULL;
+    }
+    gpt_t *m = s_new(&owner->cfg, maxB, maxT, owner, l0, l1, err, errlen);
     if (m) gpt_set_threads(m, owner->threads);
     return m;
 }
 
-static gpt_t *s_new(const gpt_config_t *cfg, int maxB, int maxT, gpt_t *owner, char *err, size_t errlen) {
+static gpt_t *s_new(const gpt_config_t *cfg, int maxB, int maxT, gpt_t *owner, int l0, int l1, char *err,
+                    size_t errlen) {
     if (gpt_config_check(cfg, err, errlen) != 0) return NULL;
     if (maxB < 1 || maxT < 1 || maxT > cfg->seq_len) {
         snprintf(err, errlen, "batch %d x %d does not fit the model (seq_len %d)", maxB, maxT, cfg->seq_len);
@@ -205,17 +212,25 @@ static gpt_t *s_new(const gpt_config_t *cfg, int maxB, int maxT, gpt_t *owner, c
     gpt_param_views(cfg, m->params, &m->p, m->views_mem);
     gpt_param_views(cfg, m->grads, &m->g, m->views_mem + L);
 
-    m->num_acts = BT * C + (size_t)L * gpt_block_acts_numel(BT, (int)C, (int)NH, (int)T) + BT * C + 2 * BT + BT * V + BT;
+    // Activations of blocks [l0, l1) only (a pipeline stage's context); the embedding output with
+    // block 0, the head's with block L-1. Views outside stay NULL.
+    m->acts_l0 = l0;
+    m->acts_l1 = l1;
+    int head = l1 == L;
+    m->num_acts = (l0 == 0 ? BT * C : 0) + (size_t)(l1 - l0) * gpt_block_acts_numel(BT, (int)C, (int)NH, (int)T) +
+                  (head ? BT * C + 2 * BT + BT * V + BT : 0);
     m->acts = s_alloc(m->num_acts);
     if (!m->acts) goto oom;
     float *p = m->acts;
-    m->encoded = p; p += BT * C;
-    p = gpt_block_acts_views(m->a, L, p, BT, (int)C, (int)NH, (int)T);
-    m->lnf = p; p += BT * C;
-    m->lnf_mean = p; p += BT;
-    m->lnf_rstd = p; p += BT;
-    m->logits = p; p += BT * V;
-    m->losses = p; p += BT;
+    if (l0 == 0) m->encoded = p, p += BT * C;
+    p = gpt_block_acts_views(m->a + l0, l1 - l0, p, BT, (int)C, (int)NH, (int)T);
+    if (head) {
+        m->lnf = p; p += BT * C;
+        m->lnf_mean = p; p += BT;
+        m->lnf_rstd = p; p += BT;
+        m->logits = p; p += BT * V;
+        m->losses = p; p += BT;
+    }
 
     // Per-thread attention scratch for as many threads as gpt_set_threads may later ask for: an
     // earlier model's gpt_set_threads(1) must not cap this one at 1.
@@ -332,6 +347,7 @@ static void s_use_threads(const gpt_t *m) {
 
 float gpt_forward_range(gpt_t *m, int l0, int l1, const int32_t *inputs, const float *x_in,
                         const int32_t *targets, int B, int T) {
+    assert(l0 >= m->acts_l0 && l1 <= m->acts_l1); // a range context runs only its own blocks
     s_use_threads(m);
     const gpt_config_t *cfg = &m->cfg;
     int L = cfg->layers, C = cfg->d_model, V = cfg->vocab;

@@ -118,17 +118,20 @@ typedef struct gpt {
     const float *x_in;                // block l0 input when l0 > 0
     float loss;                       // mean cross-entropy of the last forward with targets
     int shared;                       // params/grads belong to another model (gpt_new_shared)
+    int acts_l0, acts_l1;             // blocks whose activations this model holds ([0, L) but for gpt_new_shared)
 } gpt_t;
 
 // Allocates a model able to run batches up to (maxB, maxT), maxT ≤ cfg->seq_len. Parameters are
 // zero until gpt_init_params or a load. Returns NULL with a reason in err on failure.
 gpt_t *gpt_new(const gpt_config_t *cfg, int maxB, int maxT, char *err, size_t errlen);
 void gpt_destroy(gpt_t **self_p);
-// An activation context over owner's parameters and gradients (borrowed: owner outlives it). Its
-// forward/backward read owner's params and accumulate into owner's grads, with activations and
-// scratch of its own — so a pipeline stage keeps several micro-batches in flight (1F1B) over one
-// set of weights. Takes owner's thread count. NULL with a reason in err.
-gpt_t *gpt_new_shared(gpt_t *owner, int maxB, int maxT, char *err, size_t errlen);
+// An activation context over owner's parameters and gradients (borrowed: owner outlives it) for
+// blocks [l0, l1) only: its forward/backward (of ranges inside [l0, l1)) read owner's params and
+// accumulate into owner's grads, with activations and scratch of its own, sized for those blocks
+// (plus the embedding output when l0 = 0, the head's when l1 = L) — so a pipeline stage keeps
+// several micro-batches in flight (1F1B) over one set of weights, holding only its blocks'
+// activations. Takes owner's thread count. NULL with a reason in err.
+gpt_t *gpt_new_shared(gpt_t *owner, int l0, int l1, int maxB, int maxT, char *err, size_t errlen);
 
 // GPT-2 initialisation, deterministic from seed: N(0, 0.02) weights, residual output projections
 // N(0, 0.02/sqrt(2L)), biases 0, LayerNorm weights 1.

@@ -123,6 +123,7 @@ static const char *s_name(const pipe_t *p, int i) { return i >= 0 ? p->plan->nod
 // Counts, and logs at most once a second per reason (a flood of bad messages must not flood the log).
 static void s_drop(pipe_t *p, pipe_drop_t d, int from, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static void s_drop(pipe_t *p, pipe_drop_t d, int from, const char *fmt, ...) {
+    if ((unsigned)d >= PIPE_DROP_COUNT) d = PIPE_DROP_HEADER; // never: every reason is in range
     p->st.dropped++;
     p->st.drop[d]++;
     uint64_t now = s_mono_ms();
@@ -407,7 +408,7 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
     pipe_shape_t sh = {.B = (uint32_t)p->B, .T = (uint32_t)p->T, .act_n = p->act_n, .tok_n = p->tok_n,
                        .wte_n = p->wte_n, .vocab = p->V, .run_id = p->run_id};
     pipe_hdr_t hd;
-    pipe_drop_t reason;
+    pipe_drop_t reason = PIPE_DROP_FRAMES;
     char why[256];
     if (pipe_msg_check(frames, lens, n, &sh, &hd, &reason, why, sizeof why) != 0) {
         s_drop(p, reason, from, "%s", why);
@@ -935,10 +936,6 @@ pipe_t *pipe_new(const pipe_opts_t *o, trainer_t *t, char *err, size_t errlen) {
         snprintf(err, errlen, "the plan is for %d layers, [model] layers is %d", pl->layers, mc->layers);
         return NULL;
     }
-    if (t->cfg.batch != pl->micro_batch) {
-        snprintf(err, errlen, "the trainer's batch (%d) is not the plan's micro_batch (%d)", t->cfg.batch, pl->micro_batch);
-        return NULL;
-    }
     if (t->gpu) {
         snprintf(err, errlen, "pipeline stages run on the CPU only ([train] device = cpu)");
         return NULL;
@@ -983,7 +980,7 @@ pipe_t *pipe_new(const pipe_opts_t *o, trainer_t *t, char *err, size_t errlen) {
     if (!p->peers || !p->slots || !p->pend || !p->rx || (p->S > 1 && p->stage == 0 && !p->wgrad_sum)) goto oom;
     for (int i = 0; i < p->nslots; i++) {
         slot_t *s = &p->slots[i];
-        s->m = i == 0 ? t->model : gpt_new_shared(t->model, p->B, p->T, err, errlen);
+        s->m = gpt_new_shared(t->model, p->l0, p->l1, p->B, p->T, err, errlen);
         if (!s->m) goto fail;
         s->inputs = malloc(p->tok_n * 4);
         s->targets = malloc(p->tok_n * 4);
@@ -1057,7 +1054,7 @@ void pipe_destroy(pipe_t **self_p) {
     if (p->ctx) zmq_ctx_term(p->ctx);
     for (int i = 0; p->slots && i < p->nslots; i++) {
         slot_t *s = &p->slots[i];
-        if (i > 0) gpt_destroy(&s->m);
+        gpt_destroy(&s->m);
         free(s->inputs), free(s->targets), free(s->x), free(s->dx), free(s->dout);
     }
     for (int k = 0; p->pend && k < p->pend_max; k++) free(p->pend[k].x), free(p->pend[k].tg);
@@ -1228,7 +1225,7 @@ int pipe_run(const loco_config_t *cfg0, const plan_t *plan, const net_identity_t
         stream = 0;
         for (int i = 0; i < 8; i++) stream |= (uint64_t)id->pk[i] << (8 * i);
     }
-    trainer_t *t = trainer_new(&cfg, stage0 ? TRAINER_TRAIN_DATA : 0, stream, err, sizeof err);
+    trainer_t *t = trainer_new(&cfg, TRAINER_PARAMS_ONLY | (stage0 ? TRAINER_TRAIN_DATA : 0), stream, err, sizeof err);
     if (!t) {
         log_error("train", "%s", err);
         return 1;

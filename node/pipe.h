@@ -153,9 +153,9 @@ typedef struct {
 typedef struct pipe_t pipe_t;
 
 // Finds this node in the plan (by identity), checks the plan against the model config
-// (t->cfg.model.layers, batch = micro_batch), allocates activation slots over t->model and binds
-// the pipeline endpoint. The trainer must be built with [train] batch = plan micro_batch (its model
-// is the first activation slot) and, at stage 0, with training data. NULL with the reason.
+// (t->cfg.model.layers), allocates activation slots over t->model's weights (activations of the
+// stage's blocks only: gpt_new_shared) and binds the pipeline endpoint. The trainer needs training
+// data at stage 0; its own model's activations are not used (TRAINER_PARAMS_ONLY). NULL with the reason.
 pipe_t *pipe_new(const pipe_opts_t *o, trainer_t *t, char *err, size_t errlen);
 void pipe_destroy(pipe_t **self_p);
 

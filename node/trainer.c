@@ -64,7 +64,8 @@ trainer_t *trainer_new(const loco_config_t *cfg, int need_data, uint64_t stream,
     }
 #endif
     // With a GPU model the CPU one only holds host copies of the parameters: no activations.
-    t->model = t->gpu ? gpt_new(&cfg->model, 1, 1, err, errlen) : gpt_new(&cfg->model, B, T, err, errlen);
+    t->model = t->gpu || (need_data & TRAINER_PARAMS_ONLY) ? gpt_new(&cfg->model, 1, 1, err, errlen)
+                                                          : gpt_new(&cfg->model, B, T, err, errlen);
     if (!t->model) goto fail;
     gpt_set_threads(t->model, cfg->threads);
     gpt_init_params(t->model, (uint64_t)cfg->seed);

@@ -30,7 +30,9 @@ typedef struct {
     struct gpt_cuda *gpu;
 } trainer_t;
 
-enum { TRAINER_TRAIN_DATA = 1, TRAINER_VAL_DATA = 2, TRAINER_VAL_OPTIONAL = 4 };
+// TRAINER_PARAMS_ONLY: the model holds parameters and gradients but activations for a 1 x 1 batch only
+// (a pipeline stage runs its micro-batches in contexts of its own, node/pipe.h); no trainer_step/eval.
+enum { TRAINER_TRAIN_DATA = 1, TRAINER_VAL_DATA = 2, TRAINER_VAL_OPTIONAL = 4, TRAINER_PARAMS_ONLY = 8 };
 
 // Builds the state from a validated config: opens the data named by need_data (TRAINER_* flags), allocates the model for (batch, seq_len), initialises parameters from [train] seed.
 // stream is the batch-stream id. NULL with a reason in err.

@@ -129,7 +129,7 @@ static void *s_stage_thread(void *arg) {
     loco_config_t c = a->cfg;
     c.batch = a->plan->micro_batch;
     int stage0 = a->plan->nodes[a->index].stage == 0;
-    trainer_t *t = trainer_new(&c, stage0 ? TRAINER_TRAIN_DATA : 0, 7, a->err, sizeof a->err);
+    trainer_t *t = trainer_new(&c, TRAINER_PARAMS_ONLY | (stage0 ? TRAINER_TRAIN_DATA : 0), 7, a->err, sizeof a->err);
     if (!t) {
         a->rc = -1;
         return NULL;
