@@ -524,6 +524,13 @@ static int s_find_donor(const catchup_t *c, const uint8_t id[32]) {
     return -1;
 }
 
+// Two manifests describe the same state (round, size, chunking and state hash): their ids may still
+// differ, e.g. by the inner step each donor reached.
+static int s_same_state(const catchup_manifest_t *a, const catchup_manifest_t *b) {
+    return a->round == b->round && a->n == b->n && a->chunk_values == b->chunk_values &&
+           memcmp(a->state_hash, b->state_hash, 32) == 0;
+}
+
 static int s_usable(const s_donor_t *d) { return d->holder && !d->bad && !d->gone && !d->stalled && !d->nacked; }
 
 static void s_fail(catchup_t *c, const char *why) {
@@ -563,7 +570,7 @@ static int s_send_version_req(catchup_t *c, s_donor_t *d) {
 // Sends a CHUNK_REQ (want and/or the pending acknowledgement). On a send failure the donor counts as gone.
 static int s_send_chunk_req(catchup_t *c, s_donor_t *d, uint32_t want) {
     uint8_t b[S_CHUNK_REQ_LEN];
-    memcpy(b, c->m.id, 32);
+    memcpy(b, d->m.id, 32); // the id of the version this donor published
     net_put_u32(b + 32, want);
     net_put_u32(b + 36, d->ack);
     char err[200], hx[17];
@@ -636,7 +643,7 @@ static void s_choose(catchup_t *c, uint64_t now) {
         if (!s_acceptable(c, &c->donor[i])) continue;
         int count = 0;
         for (int j = 0; j < c->nd; j++)
-            count += s_acceptable(c, &c->donor[j]) && memcmp(c->donor[j].m.id, c->donor[i].m.id, 32) == 0;
+            count += s_acceptable(c, &c->donor[j]) && s_same_state(&c->donor[j].m, &c->donor[i].m);
         const catchup_manifest_t *a = &c->donor[i].m;
         if (best < 0 || count > best_count ||
             (count == best_count && (a->round > c->donor[best].m.round ||
@@ -660,7 +667,7 @@ static void s_choose(catchup_t *c, uint64_t now) {
     int holders = 0;
     for (int i = 0; i < c->nd; i++) {
         s_donor_t *d = &c->donor[i];
-        d->holder = s_acceptable(c, d) && memcmp(d->m.id, c->m.id, 32) == 0;
+        d->holder = s_acceptable(c, d) && s_same_state(&d->m, &c->m);
         holders += d->holder;
     }
     c->st.holders = holders;
@@ -805,7 +812,7 @@ static void s_on_manifest(catchup_t *c, net_event_t *ev, uint64_t now) {
     d->m = m;
     d->has_m = 1;
     if (c->phase == J_FETCH) {
-        if (s_acceptable(c, d) && memcmp(d->m.id, c->m.id, 32) == 0) {
+        if (s_acceptable(c, d) && s_same_state(&d->m, &c->m)) {
             d->holder = 1;
             c->st.holders++;
             s_assign(c, now);
@@ -837,6 +844,7 @@ static void s_on_nack(catchup_t *c, net_event_t *ev, uint64_t now) {
     uint32_t idx = net_get_u32(ev->payload + 32);
     if (idx == CATCHUP_NONE) { // the answer to VERSION_REQ: nothing to offer
         d->answered = 1;
+        d->nacked = 1; // catchup_add_donor asks again (it may have finished the round since)
         if (c->phase == J_WAIT && s_all_answered(c)) {
             if (s_any_manifest(c))
                 s_choose(c, now);
@@ -845,7 +853,7 @@ static void s_on_nack(catchup_t *c, net_event_t *ev, uint64_t now) {
         }
         return;
     }
-    if (memcmp(ev->payload, c->m.id, 32) != 0 || !d->holder) return;
+    if (memcmp(ev->payload, d->m.id, 32) != 0 || !d->holder) return;
     log_info(MOD, "%s refused chunk %u (reason %u): its chunks go elsewhere", s_hex8(d->id, hx), idx,
              net_get_u32(ev->payload + 36));
     d->nacked = 1;

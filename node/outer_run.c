@@ -88,6 +88,7 @@ struct outer_run_t {
     int cu_sized;
     int restored_outer;            // the resumed checkpoint held an outer state
     uint8_t last_hash[32];         // of the anchor φ as it is now (taken when φ changes)
+    uint8_t phi0_hash[32];         // of the run's initial weights φ₀
     // Robust acceptance (see s_check): recent accepted RMS norms, and offenders.
     double norm_hist[16];
     int nnorm;
@@ -525,12 +526,17 @@ static void s_diloco_fix(outer_run_t *o) {
         lasts[nc] = (int)p->value;
         memcpy(ids[nc], p->peer, 32), memcpy(hashes[nc], p->hash, 32), steps[nc++] = p->steps;
     }
-    // The majority anchor hash (ties: the smallest hash).
-    int best = 0, best_count = 0;
+    // The majority anchor hash (ties: the smallest hash). The initial weights' hash is no anchor a
+    // round produced: it wins only when nobody holds another (round 0), so joiners that start from
+    // φ₀ never outvote, on a tie, the members that trained.
+    int trained = 0;
+    for (int i = 0; i < nc; i++) trained |= memcmp(hashes[i], o->phi0_hash, 32) != 0;
+    int best = -1, best_count = 0;
     for (int i = 0; i < nc; i++) {
+        if (trained && !memcmp(hashes[i], o->phi0_hash, 32)) continue;
         int c = 0;
         for (int j = 0; j < nc; j++) c += !memcmp(hashes[i], hashes[j], 32);
-        if (c > best_count || (c == best_count && memcmp(hashes[i], hashes[best], 32) < 0)) best = i, best_count = c;
+        if (best < 0 || c > best_count || (c == best_count && memcmp(hashes[i], hashes[best], 32) < 0)) best = i, best_count = c;
     }
     if (memcmp(hashes[best], o->post_hash, 32) != 0) {
         // Our anchor is not the round's: catch up to the state this round produces (version ≥ r + 1)
@@ -1422,6 +1428,7 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
     memcpy(o->phi0, theta, nb);
     uint8_t h[32];
     net_sha256(o->phi0, nb, h);
+    memcpy(o->phi0_hash, h, 32);
     char full[65];
     net_hex_encode(h, 32, full);
     log_info("outer", "initial parameters sha256 %s", full);
