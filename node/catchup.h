@@ -40,8 +40,10 @@
 // requester's acknowledgement, or after the transfer's timeout (serve_timeout_ms, default 60 s).
 //
 // Joiner side. catchup_begin asks k donors for their version; once all answered (manifest, NACK or
-// send failure) or manifest_wait_ms passed with at least one manifest, it chooses the version held
-// by the most donors (ties: higher round, then smaller id) among those with round ≥ min_round (and
+// send failure) or manifest_wait_ms passed with at least one manifest, it chooses the state held
+// by the most donors (one state: the same round, size, chunking and state hash — DiLoCo members publish
+// one state under ids that differ by the inner step each reached; chunk requests carry each donor's own
+// id) (ties: higher round, then smaller id) among those with round ≥ min_round (and
 // n = expected_n when set), allocates the state and requests chunks from that version's holders,
 // at most 2 outstanding per donor, spreading chunks to the least-loaded holder. Each received chunk
 // is checked against the manifest; a mismatch is counted, the chunk dropped and requested
