@@ -16,15 +16,8 @@
 #define UPD_RECORD 1
 #define UPD_SUSPECT 2
 #define UPD_DEAD 3
-#ifndef ROUND_BURST
-#define ROUND_BURST 3 // dissemination rounds: bursts of up to 3, then one per period on average
-#endif
-#ifndef PROBE_RETRY2
-#define PROBE_RETRY2 0
-#endif
-#ifndef ROUND_RATE
+#define ROUND_BURST 3 // dissemination rounds: bursts of up to 3, then ROUND_RATE per period on average
 #define ROUND_RATE 1
-#endif
 
 typedef struct {
     uint8_t id[GOSSIP_ID_BYTES];
@@ -414,18 +407,6 @@ static void s_enqueue(gossip_members_t *m, member_t *x, uint8_t kind, uint64_t i
     m->n_fresh++;
 }
 
-// Someone else sent us what the item says: it counts as one transmission of ours (Demers et al.'s
-// "feedback" rumor mongering: lose interest in what others already spread). An update that every
-// peer holds and sends — all N records after a mass start, N·λ·log2 N transmissions each peer would
-// otherwise piggyback for many periods — then drains as fast as it is heard; a fresh one, which few
-// peers hold, is heard rarely and keeps most of its transmissions.
-static void s_item_heard(gossip_members_t *m, int32_t *slot) {
-    if (*slot < 0) return;
-    item_t *it = &m->items[*slot];
-    if (++it->transmits == m->cfg.gossip_fanout) m->n_fresh--;
-    if (it->transmits >= s_retransmit_limit(m)) s_item_drop(m, slot);
-}
-
 // Whether an item still says something the member's current state supports.
 static bool s_item_valid(const item_t *it) {
     const member_t *x = it->x;
@@ -680,10 +661,7 @@ typedef enum { APPLY_NOTHING, APPLY_CHANGED } apply_t;
 static apply_t s_apply_record(gossip_members_t *m, const uint8_t *raw, size_t len, uint64_t now, const uint8_t *from) {
     if (len >= 8 + GOSSIP_ID_BYTES) {
         member_t *known = s_find(m, raw + 8);
-        if (known && known->raw_len == len && memcmp(known->raw, raw, len) == 0) {
-            s_item_heard(m, &known->it_rec);
-            return APPLY_NOTHING;
-        }
+        if (known && known->raw_len == len && memcmp(known->raw, raw, len) == 0) return APPLY_NOTHING;
     }
     gossip_record_t r;
     char err[256];
@@ -1295,16 +1273,19 @@ static void s_probe_tick(gossip_members_t *m, uint64_t now) {
             if (!m->probe_indirect && now >= m->probe_ack_deadline) {
                 m->probe_indirect = true;
                 s_send_ping_reqs(m, t);
-                // And ping the target directly once more (memberlist sends a TCP ping here): one
-                // lost packet on the direct path is the usual reason for a missing ack, and the
-                // retry makes a false suspicion need the retry lost too, about 10× rarer at 5% loss.
+                // And ping the target directly once more now (memberlist sends a TCP ping here),
+                // and again an ack timeout later if nothing came back: one lost packet on the
+                // direct path is the usual reason for a missing ack, and each retry makes a false
+                // suspicion need one more loss (about 10× rarer per retry at 5% loss, 3× at 20%).
                 // A false suspicion costs a dissemination to every peer and a refutation back, and
-                // under loss suspicions arise at a rate ∝ N, so this keeps that traffic small.
+                // under loss suspicions arise at a rate ∝ N: at N = 1000 and 20% loss, one retry
+                // left about 25 a period, more than the piggyback and the round budget carry in
+                // time (false deaths); two leave about 9.
                 m->retry_seq = ++m->seq;
                 m->retry_start = now;
                 s_send_ping(m, t->id, m->retry_seq);
             }
-            if (PROBE_RETRY2 && m->probe_indirect && !m->retried2 && now >= m->probe_retry2_at && now < m->probe_end) {
+            if (m->probe_indirect && !m->retried2 && now >= m->probe_retry2_at && now < m->probe_end) {
                 m->retried2 = true;
                 m->retry2_seq = ++m->seq;
                 m->retry2_start = now;
@@ -1473,9 +1454,9 @@ uint64_t gossip_members_next_wakeup(const gossip_members_t *m) {
     if (!m->left && m->n_suspect) AT(m->susp_min + s_suspicion_timeout(m));
     if (!m->left) {
         if (m->probing) {
-            AT(!m->probe_indirect              ? m->probe_ack_deadline
-               : PROBE_RETRY2 && !m->retried2 ? (m->probe_retry2_at < m->probe_end ? m->probe_retry2_at : m->probe_end)
-                                               : m->probe_end);
+            if (!m->probe_indirect) AT(m->probe_ack_deadline);
+            else if (!m->retried2 && m->probe_retry2_at < m->probe_end) AT(m->probe_retry2_at);
+            else AT(m->probe_end);
         } else {
             AT(m->next_probe);
         }

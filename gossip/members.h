@@ -9,10 +9,13 @@
 //    member is probed once per round, the order reshuffled every round, joiners inserted at a random
 //    place), so a dead member is found within one round by every prober.
 //  - No ack within the ack timeout: ask k others (ping-req) to ping it on our behalf, and ping it
-//    directly once more (as memberlist's TCP fallback ping; its own sequence number keeps RTT
-//    samples unambiguous). No direct or indirect ack by the end of the interval: mark it suspect
-//    and disseminate the suspicion. At 5% loss a probe then fails about once in 10^4 (direct,
-//    retry and all three indirect paths each losing a message) instead of once in 10^3.
+//    directly once more (as memberlist's TCP fallback ping), and again one ack timeout later if
+//    nothing came back (each retry has its own sequence number, so RTT samples stay unambiguous).
+//    No direct or indirect ack by the end of the interval: mark it suspect and disseminate the
+//    suspicion. A false suspicion then needs the first ping, both retries and all k indirect paths
+//    each to lose a message: at 5% loss about once in 10^5 probes instead of once in 1,600, at 20%
+//    about once in 100 instead of once in 14. Each false suspicion costs a dissemination to every
+//    peer and a refutation back, so this is what keeps that traffic small at large N.
 //  - A member that hears it is suspected (or declared dead) refutes by re-signing its record with
 //    a higher incarnation. Every probe interval a peer sends each member it suspects because its
 //    own probe failed the suspicion itself (Lifeguard's buddy system; the peers that only heard the
@@ -45,11 +48,14 @@
 //    record of is ignored.
 //  - Dissemination: each update (a new record, a suspicion, a death) is piggybacked on pings, acks
 //    and ping-reqs, least-sent first, within max_piggyback_bytes, and sent retransmit_mult ·
-//    ceil(log2(N + 1)) times (λ·log N), then dropped; hearing the same update from someone else
-//    counts as one of those transmissions (Demers et al.'s feedback: an update every peer already
-//    spreads, such as the N records of a mass start, drains as fast as it is heard). memberlist uses
+//    ceil(log2(N + 1)) times (λ·log N), then dropped, and so is one still queued 2·λ·log2 N periods
+//    after it was enqueued (stuck behind a backlog, such as the N records a seed holds after N peers
+//    started at once; the digest exchanges have long repaired what it missed). memberlist uses
 //    log10, but an infect-k-times epidemic misses a node with probability about e^-k: at N = 10
 //    log10 gives k = 4, log2 with λ = 3 gives k = 12. Piggybacking costs bytes, never a message.
+//    (Counting an update heard from someone else as one of our transmissions, Demers et al.'s
+//    feedback, drained backlogs faster but cut the tail of refutations short: at N = 16 and 20%
+//    loss about one refutation in 40 came too late somewhere.)
 //    A fresh update (sent fewer than gossip_fanout times here) also starts a dissemination round:
 //    a GOSSIP message with the pending updates to gossip_fanout random members, at most every
 //    gossip_interval_ms (memberlist's gossip rounds) — so each peer pushes each update in about one

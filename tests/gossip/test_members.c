@@ -355,8 +355,8 @@ Test(members, five_percent_loss_no_false_death) {
     uint64_t t0 = s.now, d0 = s.dropped;
     sim_run(&s, 60 * SIM_PERIOD_MS);
     cr_assert_eq(sim_count_events(&s, GOSSIP_EV_DEAD, -1, 0), 0, "a live peer was declared dead at 5%% loss");
-    // A probe fails only when the direct exchange, its retry and all k indirect paths lose a
-    // message: about 0.1 · 0.1 · 0.19^3 < 0.01%% of probes (without ping-req it would be 10%%).
+    // A probe fails only when the direct exchange, its retries and all k indirect paths lose a
+    // message: under 0.01%% of probes (without ping-req and retries it would be 10%%).
     uint64_t probes = 0;
     for (int i = 0; i < N; i++) probes += gossip_members_stats(s.nodes[i].m)->probes;
     int susp = sim_count_events(&s, GOSSIP_EV_SUSPECT, -1, t0);
