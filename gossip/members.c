@@ -534,10 +534,12 @@ static void s_count_state(gossip_members_t *m, const member_t *x, int sign, uint
     if (x->state == GOSSIP_SUSPECT) {
         m->n_suspect += (size_t)sign;
         if (sign > 0 && now < m->susp_min) m->susp_min = now;
+        if (m->n_suspect == 0) m->susp_min = UINT64_MAX; // a bound left from gone suspects is no bound
     }
     if (!s_is_live(x) && !x->is_self) {
         m->n_tomb += (size_t)sign;
         if (sign > 0 && now < m->tomb_min) m->tomb_min = now;
+        if (m->n_tomb == 0) m->tomb_min = UINT64_MAX;
     }
     if (s_is_live(x)) m->n_live += (size_t)sign;
 }
