@@ -420,8 +420,8 @@ static bool s_item_valid(const item_t *it) {
 // sent `limit` times (INT32_MAX keeps them) and those older than 2·λ·log2 N periods, and recounts
 // the fresh ones. An update normally goes out two or three times a period, so it is done well
 // before that age; one still queued is stuck behind a backlog that nobody else spreads any more
-// (a seed that saw N peers start at once holds N records, N·λ·log2 N transmissions, about a
-// hundred a period), and what its dissemination missed the digest exchanges have long repaired.
+// (a seed that saw N peers start at once holds N records: N·λ·log2 N transmissions, at some eighty
+// a period), and what its dissemination missed the digest exchanges have long repaired.
 static void s_compact_items(gossip_members_t *m, int limit) {
     size_t w = 0;
     m->n_fresh = 0;

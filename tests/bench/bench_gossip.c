@@ -9,8 +9,8 @@
 //        before the steady window; see phase 2)
 //        (configurations run in parallel, one process each; 1 = serial)
 //
-// Budget: the whole table (N = 16…1000 × 0/5/20%) takes about 4 minutes of one core (N = 1000:
-// about a minute per loss rate, 1.7 GB). What keeps it there: each signed record is verified once
+// Budget: the whole table (N = 16…1000 × 0/5/20%) takes about 2 minutes of one core (N = 1000:
+// 20–70 s per loss rate, 1.8 GB). What keeps it there: each signed record is verified once
 // for the whole process (gossip_record_verify_cache), not once per simulated peer, and the
 // membership core itself does O(1) work per queued update and per timer check (gossip/members.c).
 //
