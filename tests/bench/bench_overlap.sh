@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# CO2-style overlap on capped links (issue 6): 4 peers (threads = 1 each, on this machine's cores),
+# CO2-style overlap on capped links (issue 6): N peers (default 4; threads = 1 each; on 2 cores 4 peers
+# oversubscribe the CPU 2x, N=2 does not),
 # each in its own network namespace with its link capped both ways by tc (deploy/wan-sim.sh), the
 # cap chosen so that one exchange takes about 0.5x, 1x and 2x the compute time of H inner steps
 # (measured first, uncapped, in the same run). For NoLoCo and DiLoCo, overlap off and on: mean
@@ -19,7 +20,7 @@ H=${H:-20}
 ROUNDS=${ROUNDS:-12}
 RATIOS=${RATIOS:-"0.5 1 2"}
 ALGOS=${ALGOS:-"noloco diloco"}
-N=4
+N=${N:-4} # peers; the machine has 2 cores: N = 2 keeps one compute thread per core
 SIM=deploy/wan-sim.sh
 NAME=lbo$$
 NAME=${NAME:0:8}
@@ -58,7 +59,7 @@ ${OUTER_EXTRA:-}
 period_ms = 1000
 INI
 
-# arm NAME ALGO OVERLAP RATE(or 0 = uncapped): runs 4 peers, leaves results in $W/NAME
+# arm NAME ALGO OVERLAP RATE(or 0 = uncapped): runs N peers, leaves results in $W/NAME
 arm() {
     local tag=$1 algo=$2 ov=$3 rate=$4 d="$W/$1"
     mkdir -p "$d"
