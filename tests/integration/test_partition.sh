@@ -3,8 +3,9 @@
 # (deploy/wan-sim.sh), are cut into two halves {1,2,3} and {4,5,6} for several rounds, then healed.
 #  - During the cut each half marks the other dead and trains on alone (outer steps among its own).
 #  - After the heal: one view again (every peer sees all 6 live) within the merge bound, which is
-#    what anti-entropy's reconnects give: reconnect_every (4) x [gossip] sync_interval_ms, plus a few
-#    protocol periods for the refutations to spread.
+#    what anti-entropy's reconnects give: reconnect_every (4) x [gossip] sync_interval_ms, plus one
+#    connect timeout (2 s: a dial still waiting on the cut link) and ten protocol periods for the
+#    refutations to spread.
 #  - Anchors re-converge. DiLoCo: the halves' anchors fork during the cut; after the heal, READY shows
 #    two anchor hashes, the majority's (on a 3-3 tie, the smaller hash) is the round's, the other
 #    half catches up from its holders, and the last rounds have all 6 members on one anchor.
@@ -65,7 +66,7 @@ deadline_ms = 6000
 period_ms = 300
 sync_interval_ms = 1000
 INI
-BOUND=$((4 * 1000 + 10 * 300)) # ms: reconnect_every x sync_interval + ten periods
+BOUND=$((4 * 1000 + 2000 + 10 * 300)) # ms: reconnect_every x sync_interval + a connect timeout + ten periods
 
 rounds_of() { cat "$1" 2>/dev/null | grep -c '"kind":"outer"'; }
 at_round() { # FILE R: wait until that peer completed R rounds
