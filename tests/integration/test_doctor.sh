@@ -30,6 +30,7 @@ cat >"$W/seed.ini" <<INI
 name = doctor-test
 [train]
 steps = 0
+checkpoint_dir = $W/seed.ck
 [node]
 key = $W/seed.key
 peer_cache = $W/seed.cache

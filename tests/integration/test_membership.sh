@@ -34,7 +34,7 @@ addr() { echo "${ID[$1]}@tcp://127.0.0.1:${PORT[$1]}"; }
 start() { # i, extra --set arguments...
     local i=$1; shift
     "$BIN" run -c "$W/base.ini" --set node.key="$W/k$i" --set net.listen="tcp://127.0.0.1:${PORT[$i]}" \
-        --set node.peer_cache="$W/cache$i" "$@" >>"$W/log$i" 2>&1 &
+        --set node.peer_cache="$W/cache$i" --set train.checkpoint_dir="$W/ck$i" "$@" >>"$W/log$i" 2>&1 &
     PID[$i]=$!
     pids+=("${PID[$i]}")
 }
@@ -113,7 +113,7 @@ echo "ok: an unreachable peer joined and is in every view"
 # 8. Another run: refused, the differing field named on both sides; the peer stops (exit 1).
 "$BIN" keygen --out "$W/kx" >/dev/null
 timeout 30 "$BIN" run -c "$W/base.ini" --set node.key="$W/kx" --set model.heads=2 --set net.listen="tcp://127.0.0.1:$(port)" \
-    --set node.peer_cache= --set bootstrap.seed="$(addr 1)" >"$W/logx" 2>&1
+    --set node.peer_cache= --set train.checkpoint_dir="$W/ckx" --set bootstrap.seed="$(addr 1)" >"$W/logx" 2>&1
 rc=$?
 [ $rc -eq 1 ] || fail "a peer of another run: exit $rc, expected 1"
 grep -q "model.heads: 4 here, 2 there" "$W/logx" || fail "the refused peer does not name the field"
