@@ -709,14 +709,13 @@ static int s_read_one(net_node_t *n, void *sock, peer_t *dealer_peer) {
     return 1;
 }
 
-// ZAP (RFC 27): answer one request from libzmq's handshake.
-static void s_zap_one(net_node_t *n) {
+void net_zap_answer_one(void *zap, net_zap_decide_fn decide, void *ctx) {
     zmq_msg_t fr[8];
     int nf = 0, more = 1;
     while (more) {
         zmq_msg_t m;
         zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, n->zap, nf == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+        if (zmq_msg_recv(&m, zap, nf == 0 ? ZMQ_DONTWAIT : 0) < 0) {
             zmq_msg_close(&m);
             for (int i = 0; i < nf; i++) zmq_msg_close(&fr[i]);
             return;
@@ -726,32 +725,38 @@ static void s_zap_one(net_node_t *n) {
         else zmq_msg_close(&m);
     }
     const char *status = "400", *text = "refused";
-    char uid[65] = "";
+    char uid[NET_ID_HEX] = "";
     if (nf >= 7 && zmq_msg_size(&fr[5]) == 5 && !memcmp(zmq_msg_data(&fr[5]), "CURVE", 5) &&
-        zmq_msg_size(&fr[6]) == 32) {
-        const uint8_t *key = zmq_msg_data(&fr[6]);
-        net_hex_encode(key, 32, uid);
-        if (s_listed(n->deny_curve, n->o.n_deny, key)) {
-            text = "denied";
-            log_warn("net", "refused connection from key %.16s…: on the deny list", uid);
-        } else if (n->o.admission == NET_ADMIT_ALLOWLIST && !s_listed(n->allow_curve, n->o.n_allow, key)) {
-            text = "not allowed";
-            log_warn("net", "refused connection from key %.16s…: not on the allow list", uid);
-            n->stats.drops[NET_DROP_REFUSED]++;
-        } else {
-            // open, listed, or ticket mode: the HELLO decides (nothing else is processed before).
-            status = "200", text = "OK";
-        }
-    }
+        zmq_msg_size(&fr[6]) == 32 && decide(ctx, zmq_msg_data(&fr[6]), uid, &text))
+        status = "200", text = "OK";
     if (nf >= 2) {
-        zmq_send(n->zap, "1.0", 3, ZMQ_SNDMORE);
-        zmq_send(n->zap, zmq_msg_data(&fr[1]), zmq_msg_size(&fr[1]), ZMQ_SNDMORE);
-        zmq_send(n->zap, status, 3, ZMQ_SNDMORE);
-        zmq_send(n->zap, text, strlen(text), ZMQ_SNDMORE);
-        zmq_send(n->zap, uid, strlen(uid), ZMQ_SNDMORE);
-        zmq_send(n->zap, "", 0, 0);
+        zmq_send(zap, "1.0", 3, ZMQ_SNDMORE);
+        zmq_send(zap, zmq_msg_data(&fr[1]), zmq_msg_size(&fr[1]), ZMQ_SNDMORE);
+        zmq_send(zap, status, 3, ZMQ_SNDMORE);
+        zmq_send(zap, text, strlen(text), ZMQ_SNDMORE);
+        zmq_send(zap, uid, strlen(uid), ZMQ_SNDMORE);
+        zmq_send(zap, "", 0, 0);
     }
     for (int i = 0; i < nf; i++) zmq_msg_close(&fr[i]);
+}
+
+// The net node's ZAP decision: deny list, then allow list in allowlist mode; open and ticket modes
+// admit every key here (the HELLO decides; nothing else is processed before). User-Id = the key.
+static int s_zap_decide(void *ctx, const uint8_t key[32], char uid[NET_ID_HEX], const char **text) {
+    net_node_t *n = ctx;
+    net_hex_encode(key, 32, uid);
+    if (s_listed(n->deny_curve, n->o.n_deny, key)) {
+        *text = "denied";
+        log_warn("net", "refused connection from key %.16s…: on the deny list", uid);
+        return 0;
+    }
+    if (n->o.admission == NET_ADMIT_ALLOWLIST && !s_listed(n->allow_curve, n->o.n_allow, key)) {
+        *text = "not allowed";
+        log_warn("net", "refused connection from key %.16s…: not on the allow list", uid);
+        n->stats.drops[NET_DROP_REFUSED]++;
+        return 0;
+    }
+    return 1;
 }
 
 static int s_send_hello(net_node_t *n, peer_t *p, char *err, size_t errlen);
@@ -823,7 +828,7 @@ static int s_service(net_node_t *n, int timeout_ms, void *want_out) {
     for (int i = 0; i < k; i++) {
         if (!(items[i].revents & ZMQ_POLLIN)) continue;
         if (items[i].socket == n->zap) {
-            s_zap_one(n);
+            net_zap_answer_one(n->zap, s_zap_decide, n);
             continue;
         }
         if (items[i].socket == n->wake) {

@@ -206,6 +206,13 @@ typedef struct {
 int net_probe(net_node_t *n, const uint8_t peer[32], int pings, size_t bytes, int timeout_ms, net_probe_result_t *r,
               char *err, size_t errlen);
 
+// ZAP (RFC 27) for a CURVE server socket: answers one request waiting on the REP socket zap (bound to
+// inproc://zeromq.zap.01; nothing happens when none waits). decide gets the client's X25519 key and
+// returns 1 to admit it, with the User-Id to report (hex, NUL-terminated) in uid, or 0 with a short
+// reason in *text. Requests of another mechanism are refused. The net node and pipeline stages share it.
+typedef int (*net_zap_decide_fn)(void *ctx, const uint8_t key[32], char uid[NET_ID_HEX], const char **text);
+void net_zap_answer_one(void *zap, net_zap_decide_fn decide, void *ctx);
+
 // Test hooks: send raw frames (frame 0 = header, etc.) to a peer over our connection, bypassing
 // every check, and the sequence number our next message will carry.
 int net_node_send_raw(net_node_t *n, const uint8_t peer[32], const void *const *frames, const size_t *lens,

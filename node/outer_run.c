@@ -1515,9 +1515,7 @@ int outer_run_train(outer_run_t *o, trainer_t *t, volatile sig_atomic_t *stop) {
         }
         // Overlap: round t−1's result is due now, at the end of round t (or of training).
         if (inflight) {
-            pthread_mutex_lock(&o->mu);
-            int ready = o->done;
-            pthread_mutex_unlock(&o->mu);
+            int ready = s_exchange_done(o);
             if (!ready) {
                 if (x.tty) fputc('\n', stderr);
                 log_info("outer", "round %llu: its exchange is still running at the end of round %llu: waiting",

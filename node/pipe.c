@@ -242,47 +242,19 @@ static void s_flush(pipe_t *p) {
     p->nout = k;
 }
 
-// ZAP (RFC 27): only the CURVE keys of the plan's nodes get in; User-Id = the Ed25519 id in hex.
-static void s_zap_one(pipe_t *p) {
-    zmq_msg_t fr[8];
-    int nf = 0, more = 1;
-    while (more) {
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, p->zap, nf == 0 ? ZMQ_DONTWAIT : 0) < 0) {
-            zmq_msg_close(&m);
-            for (int i = 0; i < nf; i++) zmq_msg_close(&fr[i]);
-            return;
-        }
-        more = zmq_msg_more(&m);
-        if (nf < 8) fr[nf++] = m;
-        else zmq_msg_close(&m);
-    }
-    const char *status = "400", *text = "not a node of the plan";
-    char uid[NET_ID_HEX] = "";
-    if (nf >= 7 && zmq_msg_size(&fr[5]) == 5 && !memcmp(zmq_msg_data(&fr[5]), "CURVE", 5) && zmq_msg_size(&fr[6]) == 32) {
-        const uint8_t *key = zmq_msg_data(&fr[6]);
-        for (int i = 0; i < p->plan->n_nodes; i++) {
-            if (memcmp(p->peers[i].curve, key, 32) != 0) continue;
+// ZAP (net_zap_answer_one): only the CURVE keys of the plan's nodes get in; User-Id = the Ed25519 id in hex.
+static int s_zap_decide(void *ctx, const uint8_t key[32], char uid[NET_ID_HEX], const char **text) {
+    const pipe_t *p = ctx;
+    for (int i = 0; i < p->plan->n_nodes; i++)
+        if (!memcmp(p->peers[i].curve, key, 32)) {
             net_id_to_hex(p->plan->nodes[i].id, uid);
-            status = "200", text = "OK";
-            break;
+            return 1;
         }
-        if (!uid[0]) {
-            char hex[65];
-            net_hex_encode(key, 32, hex);
-            log_warn("pipe", "refused a pipeline connection from CURVE key %.16s…: not a node of the plan", hex);
-        }
-    }
-    if (nf >= 2) {
-        zmq_send(p->zap, "1.0", 3, ZMQ_SNDMORE);
-        zmq_send(p->zap, zmq_msg_data(&fr[1]), zmq_msg_size(&fr[1]), ZMQ_SNDMORE);
-        zmq_send(p->zap, status, 3, ZMQ_SNDMORE);
-        zmq_send(p->zap, text, strlen(text), ZMQ_SNDMORE);
-        zmq_send(p->zap, uid, strlen(uid), ZMQ_SNDMORE);
-        zmq_send(p->zap, "", 0, 0);
-    }
-    for (int i = 0; i < nf; i++) zmq_msg_close(&fr[i]);
+    char hex[65];
+    net_hex_encode(key, 32, hex);
+    log_warn("pipe", "refused a pipeline connection from CURVE key %.16s…: not a node of the plan", hex);
+    *text = "not a node of the plan";
+    return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -525,7 +497,7 @@ static int s_recv(pipe_t *p, int wait_ms) {
         zmq_pollitem_t items[2] = {{p->router, 0, ZMQ_POLLIN, 0}, {p->zap, 0, ZMQ_POLLIN, 0}};
         int rc = zmq_poll(items, 2, got ? 0 : wait_ms);
         if (rc <= 0) return got;
-        if (items[1].revents & ZMQ_POLLIN) s_zap_one(p);
+        if (items[1].revents & ZMQ_POLLIN) net_zap_answer_one(p->zap, s_zap_decide, p);
         if (!(items[0].revents & ZMQ_POLLIN)) {
             if (got || !wait_ms) return got;
             continue;
