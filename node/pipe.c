@@ -67,6 +67,8 @@ typedef struct {
     uint32_t done_to;           // this step: our micro-batches it completed
     int wgrad_got;              // stage 0: its WGRAD of this step arrived
     uint64_t ahead;             // 1 + the highest step of an ACT/END it sent us (0: none yet)
+    uint64_t lost_log_ms;       // last warning about messages to it that were lost (rate-limited)
+    uint64_t lost_quiet;        // messages to it lost since that warning
 } peer_t;
 
 struct pipe_t {
@@ -207,6 +209,21 @@ static int s_send(pipe_t *p, int i, int type, uint64_t step, uint32_t origin, ui
     return 0;
 }
 
+// A message to node `to` given up: counted; warned about at most every 10 s per node, with the
+// count since the last warning (a node that is gone would otherwise fill the log, one line per step).
+static void s_lost(pipe_t *p, int to, int type, uint64_t step, const char *why) {
+    peer_t *q = &p->peers[to];
+    uint64_t now = s_mono_ms();
+    p->st.undelivered++;
+    q->lost_quiet++;
+    if (q->lost_log_ms && now - q->lost_log_ms < 10000) return;
+    log_warn("pipe", "%s to %s for step %llu lost: %s (%llu lost to it since the last warning, %llu in all)",
+             s_type_name(type), s_name(p, to), (unsigned long long)step, why, (unsigned long long)q->lost_quiet,
+             (unsigned long long)p->st.undelivered);
+    q->lost_log_ms = now;
+    q->lost_quiet = 0;
+}
+
 // A message that must reach node `to` (GRAD, END, WGRAD, WTE): sent now, or kept in the outbox and
 // retried (a connection still being set up takes a few milliseconds) until timeout_ms.
 static void s_post(pipe_t *p, int to, int type, uint64_t step, uint32_t origin, uint32_t mb, uint32_t count, float loss,
@@ -215,7 +232,7 @@ static void s_post(pipe_t *p, int to, int type, uint64_t step, uint32_t origin, 
     void *copy = n1 ? malloc(n1) : NULL;
     if (p->nout == PIPE_OUTBOX || (n1 && !copy)) {
         free(copy);
-        log_warn("pipe", "outbox full: %s to %s for step %llu lost", s_type_name(type), s_name(p, to), (unsigned long long)step);
+        s_lost(p, to, type, step, "the outbox is full");
         return;
     }
     if (n1) memcpy(copy, f1, n1);
@@ -231,9 +248,11 @@ static void s_flush(pipe_t *p) {
         out_t *m = &p->outbox[i];
         if (s_send(p, m->to, m->type, m->step, m->origin, m->mb, m->count, m->loss, m->f1, m->n1, NULL, 0) == 0 ||
             now - m->since_ms > (uint64_t)p->o.timeout_ms) {
-            if (now - m->since_ms > (uint64_t)p->o.timeout_ms)
-                log_warn("pipe", "%s to %s for step %llu not deliverable within %d ms: dropped", s_type_name(m->type),
-                         s_name(p, m->to), (unsigned long long)m->step, p->o.timeout_ms);
+            if (now - m->since_ms > (uint64_t)p->o.timeout_ms) {
+                char why[64];
+                snprintf(why, sizeof why, "not deliverable within %d ms", p->o.timeout_ms);
+                s_lost(p, m->to, m->type, m->step, why);
+            }
             free(m->f1);
             continue;
         }
@@ -802,10 +821,16 @@ int pipe_grads(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop) {
     }
     // Tell the next stage: every replica, with the count of our micro-batches it completed (also the
     // ones taken for dead: one that was only slow catches up on these).
+    // To one taken for dead the END goes only when it can go at once: no outbox entry that would
+    // wait the timeout for a node that is likely gone.
     if (p->stage < p->S - 1)
-        for (int i = 0; i < p->plan->n_nodes; i++)
-            if (p->plan->nodes[i].stage == p->stage + 1)
+        for (int i = 0; i < p->plan->n_nodes; i++) {
+            if (p->plan->nodes[i].stage != p->stage + 1) continue;
+            if (!p->peers[i].dead)
                 s_post(p, i, PIPE_MSG_END, p->step, 0, 0, p->peers[i].done_to, 0.0f, NULL, 0);
+            else if (s_send(p, i, PIPE_MSG_END, p->step, 0, 0, p->peers[i].done_to, 0.0f, NULL, 0, NULL, 0) != 0)
+                p->st.undelivered++;
+        }
     float k = p->nproc ? 1.0f / (float)p->nproc : 0.0f;
     s_scale(t->model->grads + p->off, p->len, k);
     t->loss = p->nproc ? (float)(p->loss_sum / p->nproc) : NAN;
@@ -1062,11 +1087,12 @@ void pipe_log_stats(const pipe_t *p) {
                                    (unsigned long long)s->drop[d]);
     log_info("pipe", "pipeline stage %d replica %d: %llu steps, %llu forward / %llu backward micro-batches, "
              "%llu rerouted, %llu dead marks, %llu revived, %llu wte timeouts, %llu messages sent (%.2f MB), "
-             "%llu received (%.2f MB), %llu dropped%s, waited %.1fs",
+             "%llu received (%.2f MB), %llu dropped%s, %llu undelivered, waited %.1fs",
              p->stage, p->replica, (unsigned long long)s->steps, (unsigned long long)s->fwd, (unsigned long long)s->bwd,
              (unsigned long long)s->rerouted, (unsigned long long)s->dead_marks, (unsigned long long)s->revived,
              (unsigned long long)s->wte_missing, (unsigned long long)s->sent, s->bytes_sent / 1e6,
-             (unsigned long long)s->recv, s->bytes_recv / 1e6, (unsigned long long)s->dropped, drops, s->wait_s);
+             (unsigned long long)s->recv, s->bytes_recv / 1e6, (unsigned long long)s->dropped, drops,
+             (unsigned long long)s->undelivered, s->wait_s);
 }
 
 void pipe_plan_range(const plan_t *plan, int i, const gpt_config_t *cfg, size_t *off, size_t *len) {

@@ -147,6 +147,7 @@ typedef struct {
     uint64_t wte_missing;          // tied-wte messages (WGRAD at stage 0, WTE at the last) that timed out
     uint64_t dropped;              // all drops
     uint64_t drop[PIPE_DROP_COUNT];
+    uint64_t undelivered;          // messages we gave up sending (their node gone or not connected)
     double wait_s;                 // time spent waiting for messages (pipeline bubbles)
 } pipe_stats_t;
 
