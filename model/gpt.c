@@ -163,11 +163,15 @@ static float *s_alloc(size_t n) {
     return p;
 }
 
-static gpt_t *s_new(const gpt_config_t *cfg, int maxB, int maxT, gpt_t *owner, int l0, int l1, char *err,
-                    size_t errlen);
+static gpt_t *s_new(const gpt_config_t *cfg, int maxB, int maxT, gpt_t *owner, int l0, int l1, const part_t *part,
+                    char *err, size_t errlen);
 
 gpt_t *gpt_new(const gpt_config_t *cfg, int maxB, int maxT, char *err, size_t errlen) {
-    return s_new(cfg, maxB, maxT, NULL, 0, cfg->layers, err, errlen);
+    return s_new(cfg, maxB, maxT, NULL, 0, cfg->layers, NULL, err, errlen);
+}
+
+gpt_t *gpt_new_part(const gpt_config_t *cfg, const part_t *part, int maxB, int maxT, char *err, size_t errlen) {
+    return s_new(cfg, maxB, maxT, NULL, 0, cfg->layers, part, err, errlen);
 }
 
 gpt_t *gpt_new_shared(gpt_t *owner, int l0, int l1, int maxB, int maxT, char *err, size_t errlen) {
@@ -175,14 +179,15 @@ gpt_t *gpt_new_shared(gpt_t *owner, int l0, int l1, int maxB, int maxT, char *er
         snprintf(err, errlen, "block range [%d, %d) is not inside [0, %d)", l0, l1, owner->cfg.layers);
         return NULL;
     }
-    gpt_t *m = s_new(&owner->cfg, maxB, maxT, owner, l0, l1, err, errlen);
+    gpt_t *m = s_new(&owner->cfg, maxB, maxT, owner, l0, l1, NULL, err, errlen);
     if (m) gpt_set_threads(m, owner->threads);
     return m;
 }
 
-static gpt_t *s_new(const gpt_config_t *cfg, int maxB, int maxT, gpt_t *owner, int l0, int l1, char *err,
-                    size_t errlen) {
+static gpt_t *s_new(const gpt_config_t *cfg, int maxB, int maxT, gpt_t *owner, int l0, int l1, const part_t *part,
+                    char *err, size_t errlen) {
     if (gpt_config_check(cfg, err, errlen) != 0) return NULL;
+    if (part && part_check(part, gpt_num_params(cfg), err, errlen) != 0) return NULL;
     if (maxB < 1 || maxT < 1 || maxT > cfg->seq_len) {
         snprintf(err, errlen, "batch %d x %d does not fit the model (seq_len %d)", maxB, maxT, cfg->seq_len);
         return NULL;
@@ -202,10 +207,12 @@ static gpt_t *s_new(const gpt_config_t *cfg, int maxB, int maxT, gpt_t *owner, i
     if (owner) { // an activation context over the owner's parameters and gradients
         m->params = owner->params;
         m->grads = owner->grads;
+        m->part = owner->part;
         m->shared = 1;
     } else {
-        m->params = s_alloc(m->num_params);
-        m->grads = s_alloc(m->num_params);
+        if (part) m->part = *part;
+        m->params = part_alloc(m->num_params, sizeof(float), &m->part);
+        m->grads = part_alloc(m->num_params, sizeof(float), &m->part);
     }
     m->a = calloc((size_t)L, sizeof(gpt_block_acts_t));
     if (!m->views_mem || !m->params || !m->grads || !m->a) goto oom;
@@ -261,8 +268,8 @@ void gpt_destroy(gpt_t **self_p) {
     if (!self_p || !*self_p) return;
     gpt_t *m = *self_p;
     if (!m->shared) {
-        free(m->params);
-        free(m->grads);
+        part_free(m->params, m->num_params, sizeof(float), &m->part);
+        part_free(m->grads, m->num_params, sizeof(float), &m->part);
     }
     free(m->acts);
     free(m->scratch);
@@ -273,7 +280,7 @@ void gpt_destroy(gpt_t **self_p) {
 }
 
 size_t gpt_memory_bytes(const gpt_t *m) {
-    return (2 * m->num_params + m->num_acts + m->num_scratch) * sizeof(float);
+    return 2 * part_bytes(m->num_params, sizeof(float), &m->part) + (m->num_acts + m->num_scratch) * sizeof(float);
 }
 
 void gpt_set_threads(gpt_t *m, int threads) {
@@ -289,8 +296,11 @@ void gpt_set_threads(gpt_t *m, int threads) {
     openblas_set_num_threads(threads);
 }
 
+// The draws of tensor elements [0, numel) go in order; elements outside the model's parts are skipped
+// without being drawn (rng_skip_normals), so a part holds exactly what the whole model would.
 void gpt_init_params(gpt_t *m, uint64_t seed) {
     const gpt_config_t *cfg = &m->cfg;
+    const part_t *pt = m->part.n ? &m->part : NULL;
     rng_t r;
     rng_seed(&r, seed);
     float resid_std = 0.02f / sqrtf(2.0f * (float)cfg->layers);
@@ -298,16 +308,26 @@ void gpt_init_params(gpt_t *m, uint64_t seed) {
     for (int i = 0; i < n; i++) {
         gpt_tensor_t t;
         gpt_tensor(cfg, i, &t);
-        float *w = m->params + t.offset;
         const char *dot = t.name + strlen(t.name) - 5; // ".bias" or "eight"
-        if (t.ndim == 1) {
-            float v = strcmp(dot, ".bias") == 0 ? 0.0f : 1.0f;
-            for (size_t k = 0; k < t.numel; k++) w[k] = v;
-            continue;
-        }
         // Output projections of the residual branches (attn.c_proj, mlp.c_proj) get the scaled std.
         float std = strstr(t.name, "c_proj.weight") ? resid_std : 0.02f;
-        for (size_t k = 0; k < t.numel; k++) w[k] = std * rng_normal(&r);
+        float one = strcmp(dot, ".bias") == 0 ? 0.0f : 1.0f;
+        // Spans of this tensor inside the parts, in order: [b, e) relative to the tensor.
+        size_t at = 0; // elements of the tensor drawn or skipped so far
+        for (int k = 0; k < (pt ? pt->n : 1); k++) {
+            size_t lo = pt ? pt->off[k] : 0, hi = pt ? pt->off[k] + pt->len[k] : t.offset + t.numel;
+            size_t b = lo > t.offset ? lo - t.offset : 0, e = hi < t.offset + t.numel ? hi - t.offset : t.numel;
+            if (hi <= t.offset || b >= t.numel || e <= b) continue;
+            float *w = m->params + t.offset;
+            if (t.ndim == 1) {
+                for (size_t j = b; j < e; j++) w[j] = one;
+                continue;
+            }
+            rng_skip_normals(&r, b - at);
+            for (size_t j = b; j < e; j++) w[j] = std * rng_normal(&r);
+            at = e;
+        }
+        if (t.ndim == 2) rng_skip_normals(&r, t.numel - at);
     }
 }
 
@@ -388,7 +408,13 @@ const float *gpt_range_output(const gpt_t *m) {
 // ---------------------------------------------------------------------------------------------
 // Backward
 
-void gpt_zero_grad(gpt_t *m) { memset(m->grads, 0, m->num_params * sizeof(float)); }
+void gpt_zero_grad(gpt_t *m) {
+    if (!m->part.n) {
+        memset(m->grads, 0, m->num_params * sizeof(float));
+        return;
+    }
+    for (int i = 0; i < m->part.n; i++) memset(m->grads + m->part.off[i], 0, m->part.len[i] * sizeof(float));
+}
 
 void gpt_backward(gpt_t *m) { gpt_backward_range(m, NULL, NULL); }
 

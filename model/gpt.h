@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/part.h"
+
 typedef struct {
     int layers;   // L
     int d_model;  // C
@@ -118,12 +120,17 @@ typedef struct gpt {
     const float *x_in;                // block l0 input when l0 > 0
     float loss;                       // mean cross-entropy of the last forward with targets
     int shared;                       // params/grads belong to another model (gpt_new_shared)
+    part_t part;                      // the parts of params/grads that exist (gpt_new_part); n = 0: all
     int acts_l0, acts_l1;             // blocks whose activations this model holds ([0, L) but for gpt_new_shared)
 } gpt_t;
 
 // Allocates a model able to run batches up to (maxB, maxT), maxT ≤ cfg->seq_len. Parameters are
 // zero until gpt_init_params or a load. Returns NULL with a reason in err on failure.
 gpt_t *gpt_new(const gpt_config_t *cfg, int maxB, int maxT, char *err, size_t errlen);
+// The same, holding only part of the parameters and gradients (model/part.h): offsets stay those of
+// the full layout, the memory is the parts' (a pipeline stage: its blocks, plus wte at the ends).
+// Nothing outside the parts may be touched; gpt_init_params writes only the parts.
+gpt_t *gpt_new_part(const gpt_config_t *cfg, const part_t *part, int maxB, int maxT, char *err, size_t errlen);
 void gpt_destroy(gpt_t **self_p);
 // An activation context over owner's parameters and gradients (borrowed: owner outlives it) for
 // blocks [l0, l1) only: its forward/backward (of ranges inside [l0, l1)) read owner's params and

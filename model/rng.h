@@ -43,4 +43,8 @@ static inline float rng_normal(rng_t *r) {
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
+// Advances r past k rng_normal draws without making them: each draw takes two rng_next calls, and
+// splitmix64's state moves by a constant per call.
+static inline void rng_skip_normals(rng_t *r, uint64_t k) { r->state += 2 * k * 0x9e3779b97f4a7c15ULL; }
+
 #endif

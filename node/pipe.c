@@ -1095,6 +1095,19 @@ void pipe_log_stats(const pipe_t *p) {
              (unsigned long long)s->undelivered, s->wait_s);
 }
 
+void pipe_plan_part(const plan_t *plan, int i, const gpt_config_t *cfg, part_t *part) {
+    memset(part, 0, sizeof *part);
+    if (plan->n_stages < 2) return; // one stage: the whole model
+    size_t off, len, wte_n = (size_t)cfg->vocab * cfg->d_model;
+    pipe_plan_range(plan, i, cfg, &off, &len);
+    if (off > 0 && plan->nodes[i].stage == plan->n_stages - 1) {
+        part->off[part->n] = 0;
+        part->len[part->n++] = wte_n < off ? wte_n : off;
+    }
+    part->off[part->n] = off;
+    part->len[part->n++] = len;
+}
+
 void pipe_plan_range(const plan_t *plan, int i, const gpt_config_t *cfg, size_t *off, size_t *len) {
     int s = plan->nodes[i].stage;
     size_t b0, b1;
@@ -1223,7 +1236,12 @@ int pipe_run(const loco_config_t *cfg0, const plan_t *plan, const net_identity_t
         stream = 0;
         for (int i = 0; i < 8; i++) stream |= (uint64_t)id->pk[i] << (8 * i);
     }
-    trainer_t *t = trainer_new(&cfg, TRAINER_PARAMS_ONLY | (stage0 ? TRAINER_TRAIN_DATA : 0), stream, err, sizeof err);
+    // The stage holds only its part of the model: its range, and at the last stage also the tied wte
+    // (the head's copy); parameters, gradients and AdamW moments exist for these floats only.
+    part_t part;
+    pipe_plan_part(plan, self, &cfg.model, &part);
+    trainer_t *t = trainer_new_part(&cfg, TRAINER_PARAMS_ONLY | (stage0 ? TRAINER_TRAIN_DATA : 0), stream, &part, err,
+                                    sizeof err);
     if (!t) {
         log_error("train", "%s", err);
         return 1;
@@ -1240,8 +1258,12 @@ int pipe_run(const loco_config_t *cfg0, const plan_t *plan, const net_identity_t
     }
     size_t off, len;
     pipe_range(p, &off, &len);
-    log_info("train", "%zu parameters, %zu of them this stage's; data stream %llu", t->model->num_params, len,
-             (unsigned long long)stream);
+    size_t whole = 4 * t->model->num_params * sizeof(float) + t->model->num_params;
+    size_t held = 2 * part_bytes(t->model->num_params, sizeof(float), &t->model->part) +
+                  2 * part_bytes(t->opt->n, sizeof(float), &t->opt->part) + part_bytes(t->opt->n, 1, &t->opt->part);
+    log_info("train", "%zu parameters, %zu of them this stage's; holds %.2f MB of the model's %.2f MB of parameters, "
+             "gradients and AdamW state (%zu part(s)); data stream %llu", t->model->num_params, len, held / 1e6,
+             whole / 1e6, (size_t)t->model->part.n, (unsigned long long)stream);
     int rc;
     // Outer steps with this stage's other replicas (outer_run resumes from checkpoints itself); a stage
     // with one node has no one to mix with and trains on, as a pipeline without replicas does.

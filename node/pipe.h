@@ -198,6 +198,9 @@ int pipe_plan_load(const loco_config_t *cfg, const uint8_t self_id[32], plan_t *
 void pipe_member_gone(const plan_t *plan, _Atomic uint32_t *gone, const uint8_t id[32]);
 // The parameter range of plan node i's stage (what pipe_range says once the stage exists).
 void pipe_plan_range(const plan_t *plan, int i, const gpt_config_t *cfg, size_t *off, size_t *len);
+// The part of the model plan node i holds (model/part.h): its stage's range, and at the last stage
+// also the tied wte (the head's copy, sent by stage 0 every step). One stage: the whole model (n = 0).
+void pipe_plan_part(const plan_t *plan, int i, const gpt_config_t *cfg, part_t *part);
 
 // Outer steps between the replicas of a stage, through node/outer_run.h's hooks (outer_env_t
 // off/len = the stage's range, member_ok, inner_step, hook_ctx = a pipe_outer_t): DiLoCo or NoLoCo

@@ -26,6 +26,21 @@ static int s_has_val_shards(const char *dir) {
 }
 
 trainer_t *trainer_new(const loco_config_t *cfg, int need_data, uint64_t stream, char *err, size_t errlen) {
+    return trainer_new_part(cfg, need_data, stream, NULL, err, errlen);
+}
+
+trainer_t *trainer_new_part(const loco_config_t *cfg, int need_data, uint64_t stream, const part_t *part, char *err,
+                            size_t errlen) {
+    if (part && part->n == 0) part = NULL;
+    if (part && !strcmp(cfg->device, "cuda")) {
+        snprintf(err, errlen, "a model held in parts (a pipeline stage) runs on the CPU only ([train] device = cpu)");
+        return NULL;
+    }
+    if (part && cfg->init[0]) {
+        snprintf(err, errlen, "[train] init is not supported for a pipeline stage yet (it holds part of the model): "
+                 "start the stages without it");
+        return NULL;
+    }
     trainer_t *t = calloc(1, sizeof *t);
     if (!t) {
         snprintf(err, errlen, "out of memory");
@@ -64,25 +79,29 @@ trainer_t *trainer_new(const loco_config_t *cfg, int need_data, uint64_t stream,
     }
 #endif
     // With a GPU model the CPU one only holds host copies of the parameters: no activations.
-    t->model = t->gpu || (need_data & TRAINER_PARAMS_ONLY) ? gpt_new(&cfg->model, 1, 1, err, errlen)
-                                                          : gpt_new(&cfg->model, B, T, err, errlen);
+    int mb = t->gpu || (need_data & TRAINER_PARAMS_ONLY) ? 1 : B, mt = mb == 1 ? 1 : T;
+    t->model = gpt_new_part(&cfg->model, part, mb, mt, err, errlen);
     if (!t->model) goto fail;
     gpt_set_threads(t->model, cfg->threads);
     gpt_init_params(t->model, (uint64_t)cfg->seed);
     size_t n = t->model->num_params;
-    uint8_t *mask = malloc(n);
-    if (!mask) goto oom;
+    optim_adamw_hparams_t hp = {cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay};
+    t->opt = optim_adamw_new_part(n, part, hp);
+    if (!t->opt) goto oom;
+    // The decay mask, inside the parts only (all of it without parts).
+    const part_t *pt = &t->model->part;
     for (int i = 0; i < gpt_num_tensors(&cfg->model); i++) {
         gpt_tensor_t tt;
         gpt_tensor(&cfg->model, i, &tt);
-        memset(mask + tt.offset, tt.decay, tt.numel);
+        for (int k = 0; k < (pt->n ? pt->n : 1); k++) {
+            size_t lo = pt->n ? pt->off[k] : 0, hi = pt->n ? pt->off[k] + pt->len[k] : n;
+            size_t b = lo > tt.offset ? lo : tt.offset, e = hi < tt.offset + tt.numel ? hi : tt.offset + tt.numel;
+            if (e > b) memset(t->opt->decay + b, tt.decay, e - b);
+        }
     }
-    optim_adamw_hparams_t hp = {cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay};
-    t->opt = optim_adamw_new(n, mask, hp);
-    free(mask);
     t->inputs = calloc((size_t)B * T, sizeof(int32_t));
     t->targets = calloc((size_t)B * T, sizeof(int32_t));
-    if (!t->opt || !t->inputs || !t->targets) goto oom;
+    if (!t->inputs || !t->targets) goto oom;
     if (cfg->init[0]) { // [train] init: the run's initial weights from a safetensors file
         char why[700];
         if (safetensors_load_gpt(cfg->init, &cfg->model, t->model->params, why, sizeof why) != 0) {
@@ -174,7 +193,7 @@ float trainer_eval(trainer_t *t, int windows) {
 
 enum { CFG_WORDS = 5, STATE_WORDS = 6 };
 
-size_t trainer_ckpt_scratch_len(void) { return 8 * (CFG_WORDS + STATE_WORDS); }
+size_t trainer_ckpt_scratch_len(void) { return 8 * (CFG_WORDS + STATE_WORDS) + 8 + 16 * PART_MAX; }
 
 int trainer_sync(trainer_t *t, int to_device, char *err, size_t errlen) {
 #ifdef LOCO_CUDA
@@ -211,13 +230,58 @@ void trainer_ckpt_add(trainer_t *t, ckpt_t *c, uint8_t *scratch) {
     ckpt_add(c, "model_config", scratch, 8 * CFG_WORDS);
     ckpt_add(c, "run_name", t->cfg.run_name, strlen(t->cfg.run_name));
     ckpt_add(c, "train_state", scratch + 8 * CFG_WORDS, 8 * STATE_WORDS);
-    ckpt_add(c, "params", t->model->params, pb);
-    ckpt_add(c, "adam_m", t->opt->m, pb);
-    ckpt_add(c, "adam_v", t->opt->v, pb);
+    const part_t *pt = &t->model->part;
+    if (pt->n == 0) {
+        ckpt_add(c, "params", t->model->params, pb);
+        ckpt_add(c, "adam_m", t->opt->m, pb);
+        ckpt_add(c, "adam_v", t->opt->v, pb);
+        return;
+    }
+    // A model held in parts (a pipeline stage): "parts" = count, then (offset, length) in floats per
+    // part; "params.K", "adam_m.K", "adam_v.K" hold part K.
+    uint8_t *w = scratch + 8 * (CFG_WORDS + STATE_WORDS);
+    ckpt_put_u64(w, (uint64_t)pt->n);
+    for (int k = 0; k < pt->n; k++) {
+        ckpt_put_u64(w + 8 + 16 * k, pt->off[k]);
+        ckpt_put_u64(w + 16 + 16 * k, pt->len[k]);
+    }
+    ckpt_add(c, "parts", w, 8 + 16 * (size_t)pt->n);
+    static const char *names[3] = {"params", "adam_m", "adam_v"};
+    const float *bufs[3] = {t->model->params, t->opt->m, t->opt->v};
+    for (int k = 0; k < pt->n; k++)
+        for (int j = 0; j < 3; j++) {
+            char name[32];
+            snprintf(name, sizeof name, "%s.%d", names[j], k);
+            ckpt_add(c, name, bufs[j] + pt->off[k], pt->len[k] * sizeof(float));
+        }
 }
 
-int ckpt_model(const ckpt_t *c, const char *which, gpt_config_t *cfg, const float **params_out,
-               char *err, size_t errlen) {
+// The checkpoint's parts ("parts" section) into *pt: 0, 1 with none (a whole model), -1 malformed.
+static int s_ckpt_parts(const ckpt_t *c, size_t n, part_t *pt, char *err, size_t errlen) {
+    size_t len = 0;
+    const uint8_t *w = ckpt_get(c, "parts", &len);
+    memset(pt, 0, sizeof *pt);
+    if (!w) return 1;
+    uint64_t k = len >= 8 ? ckpt_get_u64(w) : 0;
+    if (len < 8 || k < 1 || k > PART_MAX || len != 8 + 16 * k) {
+        snprintf(err, errlen, "checkpoint 'parts' section is malformed (%zu bytes)", len);
+        return -1;
+    }
+    pt->n = (int)k;
+    for (int i = 0; i < pt->n; i++) {
+        pt->off[i] = (size_t)ckpt_get_u64(w + 8 + 16 * i);
+        pt->len[i] = (size_t)ckpt_get_u64(w + 16 + 16 * i);
+    }
+    char why[160];
+    if (part_check(pt, n, why, sizeof why) != 0) {
+        snprintf(err, errlen, "checkpoint 'parts' section: %s", why);
+        return -1;
+    }
+    return 0;
+}
+
+// The checkpoint's model config: 0 or -1 with the reason.
+static int s_ckpt_config(const ckpt_t *c, gpt_config_t *cfg, char *err, size_t errlen) {
     size_t len = 0;
     const uint8_t *mc = ckpt_get(c, "model_config", &len);
     if (!mc || len != 8 * CFG_WORDS) {
@@ -238,9 +302,20 @@ int ckpt_model(const ckpt_t *c, const char *which, gpt_config_t *cfg, const floa
         snprintf(err, errlen, "checkpoint model config: %s", why);
         return -1;
     }
+    return 0;
+}
+
+int ckpt_model(const ckpt_t *c, const char *which, gpt_config_t *cfg, const float **params_out,
+               char *err, size_t errlen) {
+    size_t len = 0;
+    if (s_ckpt_config(c, cfg, err, errlen) != 0) return -1;
     const uint8_t *p = ckpt_get(c, which, &len);
     if (!p || len != gpt_num_params(cfg) * sizeof(float)) {
-        snprintf(err, errlen, "checkpoint has no '%s' section of %zu parameters", which, gpt_num_params(cfg));
+        if (ckpt_get(c, "parts", &len))
+            snprintf(err, errlen, "this is a pipeline stage's checkpoint: it holds only the stage's part of the model's "
+                     "%zu parameters", gpt_num_params(cfg));
+        else
+            snprintf(err, errlen, "checkpoint has no '%s' section of %zu parameters", which, gpt_num_params(cfg));
         return -1;
     }
     *params_out = (const float *)p;
@@ -249,8 +324,7 @@ int ckpt_model(const ckpt_t *c, const char *which, gpt_config_t *cfg, const floa
 
 int trainer_ckpt_restore(trainer_t *t, const ckpt_t *c, char *err, size_t errlen) {
     gpt_config_t mc;
-    const float *params;
-    if (ckpt_model(c, "params", &mc, &params, err, errlen) != 0) return -1;
+    if (s_ckpt_config(c, &mc, err, errlen) != 0) return -1;
     const gpt_config_t *m = &t->cfg.model;
     if (mc.layers != m->layers || mc.d_model != m->d_model || mc.heads != m->heads ||
         mc.seq_len != m->seq_len || mc.vocab != m->vocab) {
@@ -259,16 +333,57 @@ int trainer_ckpt_restore(trainer_t *t, const ckpt_t *c, char *err, size_t errlen
                  mc.seq_len, mc.vocab, m->layers, m->d_model, m->heads, m->seq_len, m->vocab);
         return -1;
     }
-    size_t pb = t->model->num_params * sizeof(float), lm = 0, lv = 0, ls = 0;
-    const uint8_t *am = ckpt_get(c, "adam_m", &lm), *av = ckpt_get(c, "adam_v", &lv);
+    size_t n = t->model->num_params, ls = 0;
     const uint8_t *st = ckpt_get(c, "train_state", &ls);
-    if (!am || !av || lm != pb || lv != pb || !st || ls != 8 * STATE_WORDS) {
-        snprintf(err, errlen, "checkpoint lacks the optimizer or training state needed to resume");
+    if (!st || ls != 8 * STATE_WORDS) {
+        snprintf(err, errlen, "checkpoint lacks the training state needed to resume");
         return -1;
     }
-    memcpy(t->model->params, params, pb);
-    memcpy(t->opt->m, am, pb);
-    memcpy(t->opt->v, av, pb);
+    part_t cp;
+    int whole = s_ckpt_parts(c, n, &cp, err, errlen);
+    if (whole < 0) return -1;
+    const part_t *pt = &t->model->part;
+    static const char *names[3] = {"params", "adam_m", "adam_v"};
+    float *bufs[3] = {t->model->params, t->opt->m, t->opt->v};
+    if (whole) {
+        // A whole checkpoint; a model held in parts takes its parts from it.
+        const uint8_t *sec[3];
+        for (int j = 0; j < 3; j++) {
+            size_t len = 0;
+            sec[j] = ckpt_get(c, names[j], &len);
+            if (!sec[j] || len != n * sizeof(float)) {
+                snprintf(err, errlen, "checkpoint lacks the %s needed to resume (a '%s' section of %zu floats)",
+                         j ? "optimizer state" : "parameters", names[j], n);
+                return -1;
+            }
+        }
+        for (int k = 0; k < (pt->n ? pt->n : 1); k++) {
+            size_t off = pt->n ? pt->off[k] : 0, len = pt->n ? pt->len[k] : n;
+            for (int j = 0; j < 3; j++) memcpy(bufs[j] + off, sec[j] + off * sizeof(float), len * sizeof(float));
+        }
+    } else {
+        // A checkpoint of parts restores only the same parts.
+        int same = pt->n == cp.n;
+        for (int k = 0; same && k < cp.n; k++) same = pt->off[k] == cp.off[k] && pt->len[k] == cp.len[k];
+        if (!same) {
+            snprintf(err, errlen, "checkpoint holds part of the model (%d part(s), the first %zu parameters from %zu), "
+                     "not the part%s this node holds (a pipeline stage's checkpoint resumes that stage only)", cp.n,
+                     cp.len[0], cp.off[0], pt->n ? "" : "s: it holds the whole model");
+            return -1;
+        }
+        for (int k = 0; k < cp.n; k++)
+            for (int j = 0; j < 3; j++) {
+                char name[32];
+                size_t len = 0;
+                snprintf(name, sizeof name, "%s.%d", names[j], k);
+                const uint8_t *sec = ckpt_get(c, name, &len);
+                if (!sec || len != cp.len[k] * sizeof(float)) {
+                    snprintf(err, errlen, "checkpoint lacks section '%s' of %zu floats", name, cp.len[k]);
+                    return -1;
+                }
+                memcpy(bufs[j] + cp.off[k], sec, len);
+            }
+    }
     t->step = ckpt_get_u64(st);
     t->opt->step = ckpt_get_u64(st + 8);
     t->stream.seed = ckpt_get_u64(st + 16);

@@ -37,6 +37,10 @@ enum { TRAINER_TRAIN_DATA = 1, TRAINER_VAL_DATA = 2, TRAINER_VAL_OPTIONAL = 4, T
 // Builds the state from a validated config: opens the data named by need_data (TRAINER_* flags), allocates the model for (batch, seq_len), initialises parameters from [train] seed.
 // stream is the batch-stream id. NULL with a reason in err.
 trainer_t *trainer_new(const loco_config_t *cfg, int need_data, uint64_t stream, char *err, size_t errlen);
+// The same holding only part of the model (model/part.h; NULL or n = 0: all): parameters, gradients
+// and AdamW state exist inside the parts only, and checkpoints hold those parts. CPU only.
+trainer_t *trainer_new_part(const loco_config_t *cfg, int need_data, uint64_t stream, const part_t *part, char *err,
+                            size_t errlen);
 void trainer_destroy(trainer_t **self_p);
 
 // One inner step: batch, forward, backward, clip, AdamW. Returns the loss.

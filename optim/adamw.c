@@ -4,27 +4,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-optim_adamw_t *optim_adamw_new(size_t n, const uint8_t *decay_mask, optim_adamw_hparams_t hp) {
+optim_adamw_t *optim_adamw_new_part(size_t n, const part_t *part, optim_adamw_hparams_t hp) {
     optim_adamw_t *o = calloc(1, sizeof *o);
     if (!o) return NULL;
     o->hp = hp;
     o->n = n;
-    o->m = calloc(n ? 2 * n : 1, sizeof(float));
-    o->decay = malloc(n ? n : 1);
-    if (!o->m || !o->decay) {
-        optim_adamw_destroy(&o);
-        return NULL;
-    }
-    o->v = o->m + n;
-    memcpy(o->decay, decay_mask, n);
+    if (part) o->part = *part;
+    o->m = part_alloc(n, sizeof(float), &o->part);
+    o->v = part_alloc(n, sizeof(float), &o->part);
+    o->decay = part_alloc(n, 1, &o->part);
+    if (!o->m || !o->v || !o->decay) optim_adamw_destroy(&o);
+    return o;
+}
+
+optim_adamw_t *optim_adamw_new(size_t n, const uint8_t *decay_mask, optim_adamw_hparams_t hp) {
+    optim_adamw_t *o = optim_adamw_new_part(n, NULL, hp);
+    if (o) memcpy(o->decay, decay_mask, n);
     return o;
 }
 
 void optim_adamw_destroy(optim_adamw_t **self_p) {
     if (!self_p || !*self_p) return;
-    free((*self_p)->m);
-    free((*self_p)->decay);
-    free(*self_p);
+    optim_adamw_t *o = *self_p;
+    part_free(o->m, o->n, sizeof(float), &o->part);
+    part_free(o->v, o->n, sizeof(float), &o->part);
+    part_free(o->decay, o->n, 1, &o->part);
+    free(o);
     *self_p = NULL;
 }
 

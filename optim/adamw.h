@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/part.h"
+
 typedef struct {
     float beta1, beta2, eps, weight_decay;
 } optim_adamw_hparams_t;
@@ -14,13 +16,17 @@ typedef struct {
 typedef struct {
     optim_adamw_hparams_t hp;
     size_t n;
-    float *m, *v;        // first and second moments (n each), one allocation
+    float *m, *v;        // first and second moments (n each)
     uint8_t *decay;      // (n) 1 where weight decay applies
     uint64_t step;       // s, Adam's step counter; the next update uses s+1
+    part_t part;         // the parts of m, v and decay that exist (optim_adamw_new_part); n = 0: all
 } optim_adamw_t;
 
 // Allocates zero moments for n parameters; decay_mask (n bytes) is copied. NULL on OOM.
 optim_adamw_t *optim_adamw_new(size_t n, const uint8_t *decay_mask, optim_adamw_hparams_t hp);
+// Zero moments and a zero decay mask over the parts of n parameters only (model/part.h); the
+// caller fills decay inside the parts and updates views of them. NULL on OOM.
+optim_adamw_t *optim_adamw_new_part(size_t n, const part_t *part, optim_adamw_hparams_t hp);
 void optim_adamw_destroy(optim_adamw_t **self_p);
 
 // One update of params (n) with grads (n) at learning rate lr; increments step first.

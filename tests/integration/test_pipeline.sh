@@ -106,6 +106,21 @@ diff <(losses "$W/a/m1.jsonl") <(losses "$W/a/m2.jsonl") >/dev/null || fail "sta
 echo "two stages:"
 falls "$W/a/m2.jsonl" || fail "the loss does not fall"
 echo "ok: 2-stage pipeline trains (60 steps, same loss on both stages)"
+# Each stage holds only its part of the model (parameters, gradients, AdamW state), and its final
+# checkpoint holds that part: started again with more steps, both resume from it.
+grep -q "holds .* MB of the model's .* MB .* (1 part(s))" "$W/a/log1" || fail "stage 0 does not say it holds one part"
+grep -q "holds .* MB of the model's .* MB .* (2 part(s))" "$W/a/log2" || fail "stage 1 does not hold wte + its range"
+mv "$W/a/log1" "$W/a/log1.first"; mv "$W/a/log2" "$W/a/log2.first"
+start a 1 "$W/plan2" --set train.steps=80
+start a 2 "$W/plan2" --set train.steps=80
+wait_all a 2 120
+for i in 1 2; do
+    grep -q "resumed from .* at step 60" "$W/a/log$i" || fail "stage $i did not resume from its checkpoint at step 60"
+done
+grep -q "pipeline stage 1 replica 0: 20 steps, 80 forward / 80 backward" "$W/a/log2" || fail "stage 1 after resuming"
+[ "$(losses "$W/a/m2.jsonl" | wc -l)" = 80 ] || fail "stage 1 wrote $(losses "$W/a/m2.jsonl" | wc -l) step records after resuming"
+diff <(losses "$W/a/m1.jsonl") <(losses "$W/a/m2.jsonl") >/dev/null || fail "after resuming, stage 0 and stage 1 log different losses"
+echo "ok: each stage holds and checkpoints its part only; both resume from their checkpoints (60 -> 80 steps)"
 
 # --- 2. refusals --------------------------------------------------------------------------------
 timeout 30 "$BIN" run -c "$W/base.ini" --set node.key="$W/a/k3" --set net.listen="tcp://127.0.0.1:$(port)" \

@@ -129,7 +129,10 @@ static void *s_stage_thread(void *arg) {
     loco_config_t c = a->cfg;
     c.batch = a->plan->micro_batch;
     int stage0 = a->plan->nodes[a->index].stage == 0;
-    trainer_t *t = trainer_new(&c, TRAINER_PARAMS_ONLY | (stage0 ? TRAINER_TRAIN_DATA : 0), 7, a->err, sizeof a->err);
+    part_t part; // the stage holds only its part of the model, as in loco run
+    pipe_plan_part(a->plan, a->index, &c.model, &part);
+    trainer_t *t = trainer_new_part(&c, TRAINER_PARAMS_ONLY | (stage0 ? TRAINER_TRAIN_DATA : 0), 7, &part, a->err,
+                                    sizeof a->err);
     if (!t) {
         a->rc = -1;
         return NULL;
@@ -147,7 +150,10 @@ static void *s_stage_thread(void *arg) {
     volatile sig_atomic_t stop = 0;
     for (int k = 0; k < NSTEP && a->rc == 0; k++) {
         if (pipe_grads(p, t, &stop) != 0) a->rc = -2;
-        memcpy(a->grads[k], t->model->grads, t->model->num_params * sizeof(float));
+        memset(a->grads[k], 0, t->model->num_params * sizeof(float));
+        for (int q = 0; q < part.n; q++) // only the parts exist (all of it with one stage)
+            memcpy(a->grads[k] + part.off[q], t->model->grads + part.off[q], part.len[q] * sizeof(float));
+        if (part.n == 0) memcpy(a->grads[k], t->model->grads, t->model->num_params * sizeof(float));
         a->loss[k] = t->loss;
         if (a->rc == 0 && pipe_apply(p, t, &stop) != 0) a->rc = -3;
     }
