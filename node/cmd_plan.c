@@ -14,11 +14,14 @@
 #include "node/plan.h"
 #include "node/plan_file.h"
 #include "node/plan_ini.h"
+#include "node/plan_probe.h"
 
 static int s_help(void) {
     printf("usage: loco plan -c CLUSTER.ini [--set section.key=value]... [--out PLAN] [--alternatives]\n"
            "                 [--eval PLAN]\n"
            "                 [--replicas R] [--stages S] [--exhaustive-limit N]\n"
+           "       loco plan -c CLUSTER.ini --probe --run-config NODE.ini [--from NAME] [--probe-out FILE]\n"
+           "                 [--probe-key KEY [--probe-ticket T]] [--probe-bytes N] [--probe-timeout-ms N] [...]\n"
            "       loco plan -c CLUSTER.ini --calibrate [--threads N]\n"
            "  Places pipeline stages and DiLoCo/NoLoCo replicas on the nodes of CLUSTER.ini (nodes, islands,\n"
            "  NICs, links, model, training; docs/plan-example.ini documents it) by a cost model and an exact\n"
@@ -35,7 +38,22 @@ static int s_help(void) {
            "                      model's error and the flops / calib_head values to declare\n"
            "  --eval PLAN         the cost model's figures for an existing plan file on this cluster (its nodes\n"
            "                      named as in CLUSTER.ini; every stage with the same number of replicas)\n"
-           "  Links are declared, not probed: `loco doctor` prints the round trip and bandwidth to each seed.\n"
+           "  --probe             measure the links from this node: dial every other node's running `loco run`\n"
+           "                      ([node] peer = [ID@]tcp://host:port) over loco's transport, as `loco doctor`\n"
+           "                      dials seeds, time round trips and a bulk transfer, print declared vs measured\n"
+           "                      figures, and plan with the measured ones (as [pair A B] figures); a node not\n"
+           "                      reached keeps its declared figures and the table says why\n"
+           "  --run-config FILE   this node's loco run config (with --probe): the run fingerprint ([run],\n"
+           "                      [model]), admission and transport options; its [node] key names this node\n"
+           "  --from NAME         this node's [node NAME] (default: the node whose id is that key's)\n"
+           "  --probe-key FILE    the key the probe dials with (default: a one-time key, for admission = open;\n"
+           "                      never the running node's own key); --probe-ticket T its ticket (text or file)\n"
+           "  --probe-bytes N     bytes per bulk run (4194304; 2 runs, the best counts); --probe-timeout-ms N\n"
+           "                      deadline per node for each step (5000)\n"
+           "  --probe-out FILE    write the measured links as [pair A B] sections to append to CLUSTER.ini.\n"
+           "                      All pairs: run --probe --probe-out NAME.probe on every node while the run is up,\n"
+           "                      then `cat CLUSTER.ini *.probe > measured.ini` (a pair measured from both ends\n"
+           "                      keeps the slower figures) and plan with -c measured.ini\n"
            "  Exit 0 ok, 1 no feasible layout, 2 usage or description error.\n");
     return 0;
 }
@@ -337,7 +355,8 @@ static int s_calibrate(const plan_cluster_t *c, int threads) {
     double ta = det != 0 ? (snt * shh - sht * snh) / det : snt / snn;
     double th = det != 0 ? (snn * sht - snh * snt) / det : 0;
     if (th < 0) th = 0, ta = snt / snn;
-    plan_cluster_t u = *c; // FLOP counts with calibration factors 1
+    static plan_cluster_t u; // FLOP counts with calibration factors 1 (large: off the stack)
+    u = *c;
     u.calib_block = u.calib_head = 1;
     double tok = (double)bt, fb = plan_block_flops(&u) * tok, fh = plan_head_flops(&u) * tok;
     double v = fb / ta, calib_head = th * v / fh;
@@ -458,6 +477,49 @@ static int s_eval_file(const plan_cluster_t *c, const char *path) {
 }
 
 // --------------------------------------------------------------------------------------------
+// --probe: the links from this node, measured; the table of declared and measured figures
+
+static int s_probe(plan_cluster_t *c, const plan_probe_opts_t *o, const char *file, const char *out) {
+    static plan_probe_t p;
+    char err[1024], a[32], b[32], x[32], y[32];
+    if (plan_probe_run(c, o, &p, err, sizeof err) != 0) {
+        fprintf(stderr, "loco plan: --probe: %s\n", err);
+        return 2;
+    }
+    const char *me = c->node[p.self].name;
+    printf("probe from %s over loco's transport (%s):\n", me, p.how);
+    printf("%-24s %-11s %-11s %-11s %-11s %s\n", "link", "declared", "", "measured", "", "");
+    printf("%-24s %-11s %-11s %-11s %-11s %s\n", "", "latency", "bandwidth", "latency", "bandwidth", "");
+    int measured = 0;
+    for (int k = 0; k < p.n_rows; k++) {
+        const plan_probe_row_t *r = &p.row[k];
+        char link[80];
+        snprintf(link, sizeof link, "%s-%s", me, c->node[r->node].name);
+        int has_l = r->state == PLAN_PROBE_OK || r->state == PLAN_PROBE_PARTIAL, has_b = r->state == PLAN_PROBE_OK;
+        measured += has_l;
+        printf("%-24s %-11s %-11s %-11s %-11s ", link, r->decl_beta > 0 ? s_time(r->decl_alpha, a, sizeof a) : "-",
+               r->decl_beta > 0 ? s_si(r->decl_beta, "B/s", b, sizeof b) : "none", has_l ? s_time(r->alpha, x, sizeof x) : "-",
+               has_b ? s_si(r->beta, "B/s", y, sizeof y) : "-");
+        if (has_b) printf("measured (round trip median %s, min %s)\n", s_time(r->rtt_median, a, sizeof a),
+                          s_time(r->rtt_min, b, sizeof b));
+        else if (has_l) printf("latency measured; %s\n", r->why);
+        else printf("declared figures kept: %s\n", r->why);
+    }
+    int set = plan_probe_apply(c, &p);
+    if (measured == 0) printf("no node measured: planning with the declared figures\n");
+    else printf("planning with the measured figures for %d link%s from %s\n", set, set == 1 ? "" : "s", me);
+    if (out) {
+        if (plan_probe_write(out, c, &p, file, err, sizeof err) != 0) {
+            fprintf(stderr, "loco plan: --probe-out: %s\n", err);
+            return 1;
+        }
+        printf("wrote %s (measured links from %s as [pair] sections: append it to %s)\n", out, me, file);
+    }
+    printf("\n");
+    return 0;
+}
+
+// --------------------------------------------------------------------------------------------
 
 static char *s_read_all(const char *path, size_t *len, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
@@ -483,8 +545,9 @@ static char *s_read_all(const char *path, size_t *len, char *err, size_t errlen)
 }
 
 int cmd_plan(int argc, char **argv) {
-    const char *file = NULL, *out = NULL, *eval = NULL;
-    int alternatives = 0, calibrate = 0, threads = 1;
+    const char *file = NULL, *out = NULL, *eval = NULL, *probe_out = NULL;
+    int alternatives = 0, calibrate = 0, threads = 1, probe = 0;
+    plan_probe_opts_t po = {0};
     plan_opts_t o = {0};
     const char *sets[64];
     int nsets = 0;
@@ -497,6 +560,22 @@ int cmd_plan(int argc, char **argv) {
         else if (!strcmp(a, "--eval") && has) eval = argv[++i];
         else if (!strcmp(a, "--alternatives")) alternatives = 1;
         else if (!strcmp(a, "--calibrate")) calibrate = 1;
+        else if (!strcmp(a, "--probe")) probe = 1;
+        else if (!strcmp(a, "--probe-out") && has) probe_out = argv[++i];
+        else if (!strcmp(a, "--run-config") && has) po.run_config = argv[++i];
+        else if (!strcmp(a, "--from") && has) po.from = argv[++i];
+        else if (!strcmp(a, "--probe-key") && has) po.key = argv[++i];
+        else if (!strcmp(a, "--probe-ticket") && has) po.ticket = argv[++i];
+        else if ((!strcmp(a, "--probe-bytes") || !strcmp(a, "--probe-timeout-ms")) && has) {
+            char *end;
+            long long v = strtoll(argv[++i], &end, 10);
+            int bytes = !strcmp(a, "--probe-bytes");
+            long long lo = bytes ? 16 : 100, hi = bytes ? (1LL << 30) : 600000;
+            if (*argv[i] == '\0' || *end || v < lo || v > hi)
+                return cli_usage_error("plan", "%s %s: want an integer from %lld to %lld", a, argv[i], lo, hi);
+            if (bytes) po.bytes = (size_t)v;
+            else po.timeout_ms = (int)v;
+        }
         else if (!strcmp(a, "--set") && has) {
             if (nsets == 64) return cli_usage_error("plan", "at most 64 --set");
             sets[nsets++] = argv[++i];
@@ -517,6 +596,13 @@ int cmd_plan(int argc, char **argv) {
         }
     }
     if (!file) return cli_usage_error("plan", "-c CLUSTER.ini is required (docs/plan-example.ini shows one)");
+    if (!probe && (probe_out || po.run_config || po.from || po.key || po.ticket || po.bytes || po.timeout_ms))
+        return cli_usage_error("plan", "--probe-out, --run-config, --from and --probe-* go with --probe");
+    if (probe && !po.run_config)
+        return cli_usage_error("plan", "--probe needs --run-config NODE.ini (this node's loco run config: the run "
+                               "fingerprint the other nodes check)");
+    if (probe && calibrate) return cli_usage_error("plan", "--probe and --calibrate do not go together");
+    if (po.ticket && !po.key) return cli_usage_error("plan", "--probe-ticket goes with --probe-key");
     static plan_cluster_t c;
     char err[2048];
     if (plan_cluster_load(file, &c, err, sizeof err) != 0) {
@@ -565,6 +651,10 @@ int cmd_plan(int argc, char **argv) {
         }
         free(text);
     }
+    if (probe) {
+        int rc = s_probe(&c, &po, file, probe_out);
+        if (rc != 0) return rc;
+    }
     if (calibrate) return s_calibrate(&c, threads);
     if (eval) return s_eval_file(&c, eval);
     if (out)
@@ -589,6 +679,19 @@ int cmd_plan(int argc, char **argv) {
            "overlap %s\n",
            c.micro_batch, c.model.seq_len, c.micro_batches, c.schedule == PLAN_GPIPE ? "gpipe" : "1f1b",
            c.algorithm == PLAN_NOLOCO ? "noloco" : "diloco", c.inner_steps, c.codec_bytes, c.overlap ? "on" : "off");
+    int npairs = 0;
+    for (int i = 0; i < c.n_nodes; i++)
+        for (int j = i + 1; j < c.n_nodes; j++) npairs += c.pair[i][j].bw > 0;
+    if (npairs) {
+        printf("node pairs with their own link figures ([pair], measured or declared): %d:", npairs);
+        int shown = 0;
+        for (int i = 0; i < c.n_nodes; i++)
+            for (int j = i + 1; j < c.n_nodes; j++)
+                if (c.pair[i][j].bw > 0 && shown++ < 8)
+                    printf(" %s-%s %s %s%s", c.node[i].name, c.node[j].name, s_time(c.pair[i][j].lat, a, sizeof a),
+                           s_si(c.pair[i][j].bw, "B/s", err, 32), shown < npairs && shown < 8 ? "," : "");
+        printf("%s\n", npairs > 8 ? " ..." : "");
+    }
     static plan_layout_t best;
     plan_eval_t e;
     plan_stats_t st;

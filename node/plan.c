@@ -92,6 +92,12 @@ plan_link_t plan_link(const plan_cluster_t *c, int a, int b) {
             double t = alpha + msg / beta;
             if (t < best.msg_s) best = (plan_link_t){i, j, alpha, beta, t};
         }
+    plan_fabric_t pr = c->pair[a][b];
+    if (best.nic_a >= 0 && a != b && pr.bw > 0) {
+        best.alpha = pr.lat;
+        best.beta = pr.bw;
+        best.msg_s = pr.lat + msg / pr.bw;
+    }
     return best;
 }
 
@@ -217,6 +223,16 @@ int plan_cluster_check(const plan_cluster_t *c, char *err, size_t errlen) {
             plan_fabric_t f = c->fabric[a][b];
             if (f.bw < 0 || !isfinite(f.bw) || f.lat < 0 || !isfinite(f.lat)) {
                 s_errf(err, errlen, "link %s-%s: bandwidth and latency must be >= 0", c->island[a], c->island[b]);
+                return -1;
+            }
+        }
+    for (int a = 0; a < c->n_nodes; a++)
+        for (int b = 0; b < c->n_nodes; b++) {
+            plan_fabric_t f = c->pair[a][b];
+            if (f.bw < 0 || !isfinite(f.bw) || f.lat < 0 || !isfinite(f.lat) || f.bw != c->pair[b][a].bw ||
+                f.lat != c->pair[b][a].lat) {
+                s_errf(err, errlen, "pair %s-%s: bandwidth and latency must be >= 0 and the same both ways",
+                       c->node[a].name, c->node[b].name);
                 return -1;
             }
         }
@@ -657,7 +673,12 @@ typedef struct s_combo {
     int choice[PLAN_MAX_STAGES];
 } s_combo_t;
 
-static int s_same_class(const plan_cnode_t *a, const plan_cnode_t *b) {
+static int s_same_class(const plan_cluster_t *c, int i, int j) {
+    const plan_cnode_t *a = &c->node[i], *b = &c->node[j];
+    // [pair] figures: interchangeable only when both have the same figures to every other node.
+    for (int k = 0; k < c->n_nodes; k++)
+        if (k != i && k != j && (c->pair[i][k].bw != c->pair[j][k].bw || c->pair[i][k].lat != c->pair[j][k].lat))
+            return 0;
     if (a->island != b->island || a->flops != b->flops || a->mem != b->mem || a->n_nics != b->n_nics) return 0;
     for (int k = 0; k < a->n_nics; k++)
         if (a->nic[k].bw != b->nic[k].bw || a->nic[k].lat != b->nic[k].lat || a->nic[k].local != b->nic[k].local)
@@ -1036,7 +1057,7 @@ int plan_search(const plan_cluster_t *c, const plan_opts_t *opts, plan_layout_t 
     x->stats.exhaustive = 1;
     for (int a = 0; a < c->n_nodes; a++) {
         int q = 0;
-        while (q < x->K && !s_same_class(&c->node[x->member[q][0]], &c->node[a])) q++;
+        while (q < x->K && !s_same_class(c, x->member[q][0], a)) q++;
         if (q == x->K) x->ncls[x->K++] = 0;
         x->member[q][x->ncls[q]++] = a;
         x->cls[a] = q;

@@ -57,6 +57,8 @@ typedef struct {
     double mem;          // bytes
     int n_nics;
     plan_nic_t nic[PLAN_MAX_NICS];
+    char peer[160];      // tcp://host:port of the node's running `loco run` ([node] peer), for
+                         // `loco plan --probe`; "" when not given
 } plan_cnode_t;
 
 typedef struct {
@@ -79,9 +81,14 @@ typedef struct {
     double codec_bytes;  // bytes per parameter in the outer exchange (fp32 4, bf16 2, int8 1, int4 0.5)
     int overlap;
     double calib_block, calib_head; // multiply the FLOP estimates (measured / predicted time)
+    // Figures of the link between two nodes ([pair A B], e.g. measured by `loco plan --probe`):
+    // when bw > 0 they replace the NICs' and islands' figures for that pair (the NIC pair is still
+    // chosen as without them). Symmetric; the diagonal is unused.
+    plan_fabric_t pair[PLAN_CL_MAX_NODES][PLAN_CL_MAX_NODES];
 } plan_cluster_t;
 
-// The link two nodes' pipeline traffic uses: the best NIC pair for an activation message.
+// The link two nodes' pipeline traffic uses: the best NIC pair for an activation message; with a
+// [pair] figure for the two nodes, that pair's α and β on the same NICs.
 typedef struct {
     int nic_a, nic_b;    // -1 when no pair of NICs connects them
     double alpha, beta;  // seconds, bytes/s

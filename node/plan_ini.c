@@ -116,11 +116,25 @@ static int s_read_key_id(const char *path, uint8_t id[32], char *why, size_t wl)
     return rc;
 }
 
-typedef enum { SEC_NONE, SEC_MODEL, SEC_TRAIN, SEC_OUTER, SEC_ISLAND, SEC_LINK, SEC_NODE } sec_t;
+int plan_key_file_id(const char *path, uint8_t id[32], char *err, size_t errlen) {
+    return s_read_key_id(path, id, err, errlen);
+}
+
+typedef enum { SEC_NONE, SEC_MODEL, SEC_TRAIN, SEC_OUTER, SEC_ISLAND, SEC_LINK, SEC_NODE, SEC_PAIR } sec_t;
 
 typedef struct {
     int have_island, have_flops, have_mem;
+    int have_peer_id;    // peer = ID@tcp://...: checked against id/key (or taken as the id) at the end
+    uint8_t peer_id[32];
 } node_seen_t;
+
+// A [pair A B] section, resolved to node indices once every node is known (they may come later).
+#define INI_MAX_PAIR_SECTIONS (PLAN_CL_MAX_NODES * PLAN_CL_MAX_NODES) // every node's --probe-out merged
+typedef struct {
+    char a[32], b[32];
+    double bw, lat;
+    int have_bw, have_lat, line;
+} pair_sec_t;
 
 int plan_cluster_parse(const char *text, size_t len, const char *source, plan_cluster_t *c, char *err,
                        size_t errlen) {
@@ -137,6 +151,8 @@ int plan_cluster_parse(const char *text, size_t len, const char *source, plan_cl
     c->calib_block = c->calib_head = 1;
     node_seen_t seen[PLAN_CL_MAX_NODES];
     memset(seen, 0, sizeof seen);
+    static pair_sec_t pairs[INI_MAX_PAIR_SECTIONS]; // large: off the stack, like cfg
+    int n_pairs = 0;
     int node_line[PLAN_CL_MAX_NODES] = {0};
     if (!source) source = "(cluster)";
     if (len > INI_FILE_MAX) {
@@ -262,9 +278,28 @@ int plan_cluster_parse(const char *text, size_t len, const char *source, plan_cl
                 snprintf(c->node[cur].name, sizeof c->node[cur].name, "%s", arg);
                 c->node[cur].island = -1;
                 sec = SEC_NODE;
+            } else if (!strcmp(kind, "pair")) {
+                if (!arg || !arg2 || strpbrk(arg2, " \t") || !s_name_ok(arg, 31) || !s_name_ok(arg2, 31) ||
+                    !strcmp(arg, arg2)) {
+                    snprintf(why, sizeof why, "expected [pair NODE1 NODE2] with two different nodes");
+                    rc = -1;
+                    goto done;
+                }
+                if (n_pairs >= INI_MAX_PAIR_SECTIONS) {
+                    snprintf(why, sizeof why, "more than %d [pair] sections", INI_MAX_PAIR_SECTIONS);
+                    rc = -1;
+                    goto done;
+                }
+                pair_sec_t *ps = &pairs[n_pairs++];
+                memset(ps, 0, sizeof *ps);
+                snprintf(ps->a, sizeof ps->a, "%s", arg);
+                snprintf(ps->b, sizeof ps->b, "%s", arg2);
+                ps->line = lineno;
+                sec = SEC_PAIR;
             } else {
                 snprintf(why, sizeof why,
-                         "unknown section [%s] (known: [model] [train] [outer] [island NAME] [link A B] [node NAME])",
+                         "unknown section [%s] (known: [model] [train] [outer] [island NAME] [link A B] [node NAME] "
+                         "[pair NODE1 NODE2])",
                          kind);
                 rc = -1;
                 goto done;
@@ -391,6 +426,21 @@ int plan_cluster_parse(const char *text, size_t len, const char *source, plan_cl
             if (rc == 0 && sec == SEC_LINK) c->fabric[isl_b][isl_a] = *f;
             break;
         }
+        case SEC_PAIR: {
+            pair_sec_t *ps = &pairs[n_pairs - 1];
+            if (!strcmp(key, "bandwidth")) {
+                if (s_quantity(val, s_bw_units, "bandwidth", &ps->bw, why, sizeof why) != 0) rc = -1;
+                else if (!(ps->bw > 0)) snprintf(why, sizeof why, "bandwidth must be > 0"), rc = -1;
+                else ps->have_bw = 1;
+            } else if (!strcmp(key, "latency")) {
+                if (s_quantity(val, s_time_units, "latency", &ps->lat, why, sizeof why) != 0) rc = -1;
+                else ps->have_lat = 1;
+            } else {
+                snprintf(why, sizeof why, "unknown key '%s' in [pair] (bandwidth, latency)", key);
+                rc = -1;
+            }
+            break;
+        }
         case SEC_NODE: {
             plan_cnode_t *nd = &c->node[cur];
             if (!strcmp(key, "island")) {
@@ -416,6 +466,20 @@ int plan_cluster_parse(const char *text, size_t len, const char *source, plan_cl
                 else snprintf(path, sizeof path, "%s%s", dir, val);
                 if (s_read_key_id(path, nd->id, why, sizeof why) != 0) rc = -1;
                 else nd->has_id = 1;
+            } else if (!strcmp(key, "peer")) {
+                // peer = [ID@]tcp://host:port: where the node's `loco run` listens (for --probe)
+                const char *at = strchr(val, '@'), *ep = at ? at + 1 : val;
+                if (at && (at - val != 64 || net_hex_decode(val, 64, seen[cur].peer_id) != 0)) {
+                    snprintf(why, sizeof why, "peer: '%.*s' before '@' is not a peer id (64 hex digits)",
+                             (int)(at - val > 80 ? 80 : at - val), val);
+                    rc = -1;
+                } else if (!plan_endpoint_ok(ep) || strlen(ep) >= sizeof nd->peer) {
+                    snprintf(why, sizeof why, "peer: '%.200s' is not [ID@]tcp://host:port (port 1-65535)", val);
+                    rc = -1;
+                } else {
+                    snprintf(nd->peer, sizeof nd->peer, "%s", ep);
+                    seen[cur].have_peer_id = at != NULL;
+                }
             } else if (!strcmp(key, "device")) {
                 if (strlen(val) >= sizeof nd->device) {
                     snprintf(why, sizeof why, "device: longer than %zu characters", sizeof nd->device - 1);
@@ -471,7 +535,8 @@ int plan_cluster_parse(const char *text, size_t len, const char *source, plan_cl
                     }
                 }
             } else {
-                snprintf(why, sizeof why, "unknown key '%s' in [node] (island, id, key, device, flops, memory, nic)", key);
+                snprintf(why, sizeof why,
+                         "unknown key '%s' in [node] (island, id, key, peer, device, flops, memory, nic)", key);
                 rc = -1;
             }
             break;
@@ -495,6 +560,39 @@ int plan_cluster_parse(const char *text, size_t len, const char *source, plan_cl
             snprintf(err, errlen, "%s:%d: node %s has no '%s'", source, node_line[i], c->node[i].name, miss);
             return -1;
         }
+        plan_cnode_t *nd = &c->node[i];
+        if (seen[i].have_peer_id && nd->has_id && memcmp(seen[i].peer_id, nd->id, 32) != 0) {
+            snprintf(err, errlen, "%s:%d: node %s: the id in 'peer' is not the node's id (id or key)", source,
+                     node_line[i], nd->name);
+            return -1;
+        }
+        if (seen[i].have_peer_id && !nd->has_id) {
+            memcpy(nd->id, seen[i].peer_id, 32);
+            nd->has_id = 1;
+        }
+    }
+    // [pair A B]: figures for two nodes; a pair named twice (every node's --probe-out appended)
+    // keeps the slower figures, as traffic goes both ways.
+    for (int k = 0; k < n_pairs; k++) {
+        const pair_sec_t *ps = &pairs[k];
+        int a = -1, b = -1;
+        for (int i = 0; i < c->n_nodes; i++) {
+            if (!strcmp(c->node[i].name, ps->a)) a = i;
+            if (!strcmp(c->node[i].name, ps->b)) b = i;
+        }
+        if (a < 0 || b < 0) {
+            snprintf(err, errlen, "%s:%d: [pair %s %s]: no [node %s] in the description", source, ps->line, ps->a,
+                     ps->b, a < 0 ? ps->a : ps->b);
+            return -1;
+        }
+        if (!ps->have_bw || !ps->have_lat) {
+            snprintf(err, errlen, "%s:%d: [pair %s %s] has no '%s'", source, ps->line, ps->a, ps->b,
+                     !ps->have_bw ? "bandwidth" : "latency");
+            return -1;
+        }
+        plan_fabric_t f = {ps->bw, ps->lat}, *old = &c->pair[a][b];
+        if (old->bw > 0) f.bw = fmin(f.bw, old->bw), f.lat = fmax(f.lat, old->lat);
+        c->pair[a][b] = c->pair[b][a] = f;
     }
     // Two nodes with one peer id, or one endpoint, are a copy-paste slip the plan file would refuse.
     for (int i = 0; i < c->n_nodes; i++)
@@ -503,6 +601,11 @@ int plan_cluster_parse(const char *text, size_t len, const char *source, plan_cl
             if (x->has_id && y->has_id && !memcmp(x->id, y->id, 32)) {
                 snprintf(err, errlen, "%s:%d: nodes %s and %s have the same peer id", source, node_line[i], y->name,
                          x->name);
+                return -1;
+            }
+            if (x->peer[0] && !strcmp(x->peer, y->peer)) {
+                snprintf(err, errlen, "%s:%d: nodes %s and %s have the same peer endpoint %.150s", source,
+                         node_line[i], y->name, x->name, x->peer);
                 return -1;
             }
             for (int a = 0; a < x->n_nics; a++)
