@@ -187,6 +187,8 @@ int plan_probe_run(const plan_cluster_t *c, const plan_probe_opts_t *opts, plan_
         }
     }
     // Transport: this run's description and options, the probe's own identity, no listener.
+    uint8_t node_id[32];
+    int have_node_id = cfg.key[0] && plan_key_file_id(cfg.key, node_id, err, errlen) == 0;
     if (o.key) {
         snprintf(cfg.key, sizeof cfg.key, "%s", o.key);
         snprintf(cfg.ticket, sizeof cfg.ticket, "%s", o.ticket ? o.ticket : "");
@@ -197,6 +199,13 @@ int plan_probe_run(const plan_cluster_t *c, const plan_probe_opts_t *opts, plan_
     }
     static net_opts_t no;
     if (net_opts_from_config(&no, &cfg, err, errlen) != 0) return -1;
+    if (o.key && ((have_node_id && !memcmp(no.identity.pk, node_id, 32)) ||
+                  (c->node[p->self].has_id && !memcmp(no.identity.pk, c->node[p->self].id, 32)))) {
+        net_identity_wipe(&no.identity);
+        snprintf(err, errlen, "--probe-key %s is this node's own key: a second session under the running node's id "
+                 "would replace its session at every peer; give another key (or none: a one-time key)", o.key);
+        return -1;
+    }
     if (!o.key) {
         net_identity_wipe(&no.identity);
         if (net_identity_generate(&no.identity) != 0) {

@@ -27,7 +27,7 @@ fail() {
 has() { grep -qF -- "$2" "$1" || fail "$1: no '$2'"; }
 . tests/integration/lib_swarm.sh
 
-for k in a b c d e; do "$BIN" keygen --out "$W/$k.key" >/dev/null || fail "keygen $k"; done
+for k in a b c d e x; do "$BIN" keygen --out "$W/$k.key" >/dev/null || fail "keygen $k"; done
 idof() { awk '/^id =/ {print $3}' "$W/$1.key.pub"; }
 PA=$(port); PB=$(port); PC=$(port); DEAD=$(port) # DEAD: free a moment ago, nothing binds it here
 
@@ -123,6 +123,14 @@ grep -Eq '^a-b .*declared figures kept: refused: .*different run.*--run-config m
     || fail "another run: no 'refused: different run' row for a-b"
 has "$W/other.out" "no node measured: planning with the declared figures"
 
+# --- b named with another id (x's): its port answers, the CURVE handshake cannot complete
+sed "s/^peer = $(idof b)@/peer = $(idof x)@/" "$W/cluster.ini" >"$W/wrongid.ini"
+timeout 60 "$BIN" plan -c "$W/wrongid.ini" --probe --run-config "$W/a.ini" --probe-timeout-ms 1500 \
+    >"$W/wrongid.out" 2>"$W/wrongid.err" || fail "plan --probe with a wrong id for b: exit $?"
+grep -Eq "^a-b .*declared figures kept: tcp://127\.0\.0\.1:$PB answers, but the CURVE handshake did not complete within 1500 ms — the node's id in the description is not its key's" \
+    "$W/wrongid.out" || fail "wrong id: no handshake row for a-b"
+grep -Eq '^a-c .* measured \(round trip median' "$W/wrongid.out" || fail "wrong id for b: a-c not measured"
+
 # --- usage errors
 rc=0; "$BIN" plan -c "$W/cluster.ini" --probe >"$W/u1.out" 2>&1 || rc=$?
 [ $rc = 2 ] || fail "--probe without --run-config: exit $rc, want 2"
@@ -132,6 +140,9 @@ rc=0; "$BIN" plan -c "$W/cluster.ini" --probe-out "$W/x.probe" >"$W/u2.out" 2>&1
 rc=0; "$BIN" plan -c "$W/cluster.ini" --probe --run-config "$W/a.ini" --from zz >"$W/u3.out" 2>&1 || rc=$?
 [ $rc = 2 ] || fail "--from an unknown node: exit $rc, want 2"
 has "$W/u3.out" "--from zz: no [node zz]"
+rc=0; "$BIN" plan -c "$W/cluster.ini" --probe --run-config "$W/a.ini" --probe-key "$W/a.key" >"$W/u4.out" 2>&1 || rc=$?
+[ $rc = 2 ] || fail "--probe-key with the node's own key: exit $rc, want 2"
+has "$W/u4.out" "is this node's own key"
 
 # The nodes probed are still running (the probe dials with its own key, never theirs).
 for i in 0 1 2; do kill -0 "${pids[$i]}" 2>/dev/null || fail "node $i (a b c) exited during the probes"; done
