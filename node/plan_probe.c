@@ -6,6 +6,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,8 +86,8 @@ static void s_refused(const char *err, char *why, size_t wl) {
     else if (strstr(r, "deny"))
         snprintf(why, wl, "refused: %.300s", r);
     else
-        snprintf(why, wl, "refused: %.300s — the run does not admit the probe's key: give --probe-key with a key "
-                 "its [run] allow lists (or --probe-ticket for it)", r);
+        snprintf(why, wl, "refused: %.300s — the run does not admit the probe's key: list the probe id in [run] "
+                 "allow, or give --probe-key with a key it admits (and --probe-ticket)", r);
 }
 
 static void s_probe_one(net_node_t *n, const plan_cluster_t *c, const plan_probe_opts_t *o, plan_probe_row_t *r) {
@@ -115,7 +116,7 @@ static void s_probe_one(net_node_t *n, const plan_cluster_t *c, const plan_probe
         if (strstr(err, "did not answer our HELLO"))
             snprintf(r->why, sizeof r->why, "%s answers, but the CURVE handshake did not complete within %d ms — the "
                      "node's id in the description is not its key's, or its run does not admit the probe's key "
-                     "([run] admission allowlist/ticket: give --probe-key FILE)", nd->peer, o->timeout_ms);
+                     "([run] admission allowlist/ticket: list the probe id in [run] allow, or give --probe-key FILE)", nd->peer, o->timeout_ms);
         else s_refused(err, r->why, sizeof r->why);
         return;
     }
@@ -203,21 +204,33 @@ int plan_probe_run(const plan_cluster_t *c, const plan_probe_opts_t *opts, plan_
                   (c->node[p->self].has_id && !memcmp(no.identity.pk, c->node[p->self].id, 32)))) {
         net_identity_wipe(&no.identity);
         snprintf(err, errlen, "--probe-key %s is this node's own key: a second session under the running node's id "
-                 "would replace its session at every peer; give another key (or none: a one-time key)", o.key);
+                 "would replace its session at every peer; give another key (or none: one derived from it)", o.key);
         return -1;
     }
     if (!o.key) {
+        // The probe's identity, derived from the node's secret seed: another id than the node's, the
+        // same on every probe from this node (one entry in each peer's table, an id an allowlist can name).
+        uint8_t seed[32];
+        static const char label[] = "loco plan --probe identity v1";
+        int bad = sodium_init() < 0 ||
+                  crypto_generichash(seed, sizeof seed, (const unsigned char *)label, sizeof label - 1,
+                                     no.identity.sk, 32) != 0;
         net_identity_wipe(&no.identity);
-        if (net_identity_generate(&no.identity) != 0) {
-            snprintf(err, errlen, "cannot make a one-time key (libsodium)");
+        if (bad || net_identity_from_seed(&no.identity, seed) != 0) {
+            sodium_memzero(seed, sizeof seed);
+            snprintf(err, errlen, "cannot derive the probe's key (libsodium)");
             return -1;
         }
+        sodium_memzero(seed, sizeof seed);
         no.has_ticket = 0; // the node's ticket names the node's id, not this key's
     }
+    char probe_hex[NET_ID_HEX];
+    net_id_to_hex(no.identity.pk, probe_hex);
     no.listen[0] = '\0';
     int ms = o.timeout_ms;
-    snprintf(p->how, sizeof p->how, "%d round trips, %d x %.3g MiB, %s key, %d ms per step", o.pings, o.bulk_runs,
-             (double)o.bytes / 1048576.0, o.key ? "--probe-key" : "a one-time", ms);
+    snprintf(p->how, sizeof p->how, "%d round trips, %d x %.3g MiB, %d ms per step; probe id %.16s…%s", o.pings,
+             o.bulk_runs, (double)o.bytes / 1048576.0, ms, probe_hex, o.key ? " (--probe-key)" : ", derived from [node] key");
+    snprintf(p->probe_id, sizeof p->probe_id, "%s", probe_hex);
     signal(SIGPIPE, SIG_IGN);
     log_set_level("error"); // the table says what went wrong; the transport's own lines are noise here
     net_node_t *n = net_node_new(&no, err, errlen);

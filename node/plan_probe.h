@@ -10,9 +10,10 @@
 //
 // It dials with its own identity, not this node's [node] key: a second process holding the running
 // node's key would replace that node's session at every peer it reaches (a newer incarnation), and
-// the running node's own messages would be dropped as stale. By default the identity is a one-time
-// key (enough for [run] admission = open); for an allowlist or ticket run give a key the peers admit
-// (and its ticket).
+// the running node's own messages would be dropped as stale. By default the identity is derived from
+// the node's key (a keyed hash of its secret seed): another id, the same on every probe from this node,
+// so it takes one entry in each peer's table and an allowlist run can list it; or give a key the peers
+// admit (and its ticket).
 //
 // Measured figures: latency α = median round trip / 2; bandwidth β = probe bytes / (time until the
 // peer acknowledged them − one median round trip), the best of the bulk runs.
@@ -28,7 +29,7 @@ typedef struct {
     const char *run_config; // this node's `loco run` config (required): run fingerprint, transport options
     const char *from;       // this node's [node NAME] in the description; NULL: the node whose id is the
                             // run config's [node] key's
-    const char *key;        // identity to dial with (a loco key file); NULL: a one-time key
+    const char *key;        // identity to dial with (a loco key file); NULL: derived from [node] key
     const char *ticket;     // ticket for that key (text or a file), ticket-mode runs; NULL: none
     int pings;              // round trips (default 9)
     size_t bytes;           // bytes per bulk run (default 4 MiB)
@@ -54,7 +55,8 @@ typedef struct {
 
 typedef struct {
     int self;                  // this node's index in the description
-    char how[200];             // "9 round trips, 2 x 4 MiB, one-time key": for the table and the file
+    char how[200];             // "9 round trips, 2 x 4 MiB, ...": for the table and the file
+    char probe_id[65];         // the probe identity's id (hex)
     int n_rows;
     plan_probe_row_t row[PLAN_CL_MAX_NODES];
 } plan_probe_t;
