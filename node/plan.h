@@ -11,7 +11,7 @@
 //   head (final LayerNorm + tied LM head): calib_head · 6 C V, on the last stage
 //   stage s:   t_s = mb · T · Σ w / v_s, v_s = the slowest FLOP/s among the stage's nodes
 //   boundary:  k_s = max over replicas of (α + mb·T·C·4 / β) between slot[s][r] and slot[s+1][r]
-//              (α, β: the best NIC pair both ends can use; see plan_link_t)
+//              (α, β: the best NIC pair both ends can use, or the pair's [pair] figures; see plan_link_t)
 //   makespan:  mk = Σ t_s + 2 Σ k_s + (M − 1) · max(max t_s, max k_s)   (1F1B and GPipe alike)
 //   exchange:  X_s = DiLoCo ring: 2(R−1)/R · P_s · codec / β_s + 2(R−1) α_s; NoLoCo pair:
 //              P_s · codec / β_s + α_s, with β_s, α_s the worst pair among the stage's nodes;
