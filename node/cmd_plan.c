@@ -135,7 +135,10 @@ static void s_print_layout(const plan_cluster_t *c, const plan_layout_t *l, cons
             }
         }
         char mem[48];
-        snprintf(mem, sizeof mem, "%.1f / %.1f GiB", e->mem_need[s] / 1073741824.0, e->mem_have[s] / 1073741824.0);
+        if (e->mem_have[s] >= 10 * 1073741824.0 || e->mem_need[s] >= 10 * 1073741824.0)
+            snprintf(mem, sizeof mem, "%.1f / %.1f GiB", e->mem_need[s] / 1073741824.0, e->mem_have[s] / 1073741824.0);
+        else
+            snprintf(mem, sizeof mem, "%.0f / %.0f MiB", e->mem_need[s] / 1048576.0, e->mem_have[s] / 1048576.0);
         printf("%-5d %-16s %-28s %-11s %-19s %-9s %-10s %s\n", s, blocks, nodes, s_time(e->t[s], a, sizeof a), mem,
                s_si(e->params[s], "", b, sizeof b), l->R > 1 ? s_time(e->x[s], d, sizeof d) : "-",
                l->R > 1 ? s_si(e->x_bytes_node_step[s], "B", f, sizeof f) : "-");

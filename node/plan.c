@@ -109,12 +109,21 @@ static double s_stage_params(const s_model_t *m, int S, int i, int j) {
     return (double)(j - i) * m->pb + (i == 0 ? m->p_emb : 0.0) + (j == m->L ? m->p_lnf + (S > 1 ? m->p_wte : 0.0) : 0.0);
 }
 
+// Bytes a node of stage s holds (node/pipe.c, node/outer_run.c). Per parameter of its part: 4 floats
+// (parameters, gradients, AdamW m and v) and the 1-byte decay mask. With replicas, per parameter of
+// its range (the part less the last stage's copy of wte), the outer state: anchor, momentum, φ at the
+// round start, pseudo-gradient, drift, received mean, mean anchors, decode scratch and the catch-up
+// server's servable version (2), 10 floats, one more with error feedback; and the checkpoint
+// snapshot written in the background (parameters, AdamW m and v of the part, anchor and momentum of
+// the range). Plus the activations of the micro-batches in flight.
 static double s_stage_mem(const s_model_t *m, int s, int S, int R, int i, int j) {
     const plan_cluster_t *c = m->c;
-    double states = 4.0 + (R > 1 ? 2.0 : 0.0) + (R > 1 && c->overlap ? 1.0 : 0.0);
+    double part = s_stage_params(m, S, i, j), range = part - (j == m->L && S > 1 ? m->p_wte : 0.0);
+    double bytes = 17.0 * part;
+    if (R > 1) bytes += 4.0 * (10.0 + (c->codec_bytes < 4.0 ? 1.0 : 0.0)) * range + 4.0 * (3.0 * part + 2.0 * range);
     double inflight = c->schedule == PLAN_GPIPE ? m->M : (m->M < S - s ? m->M : S - s);
     double acts = (double)(j - i) * m->act_block + m->act_in + (j == m->L ? m->act_head : 0.0);
-    return 4.0 * s_stage_params(m, S, i, j) * states + inflight * acts;
+    return bytes + inflight * acts;
 }
 
 // Outer exchange time of a stage holding P parameters on R nodes whose worst pair is (alpha, beta).

@@ -90,3 +90,7 @@ if [ "${BENCH_PLAN:-0}" = 1 ]; then
 else
     echo "skipped (root, idle cores): set BENCH_PLAN=1, or run N=8 tests/bench/bench_plan.sh on a machine with 16 cores"
 fi
+
+echo
+echo "== placement: per-stage memory, predicted vs measured peak RSS (issue 9), about 1 minute =="
+LOCO_BIN="$BUILD/loco" bash tests/bench/bench_pipe_memory.sh

@@ -390,7 +390,7 @@ Test(plan, local_search_beyond_the_limit) {
 
 // ---------------------------------------------------------------------------------------------
 // The Holmes case: tests/plan/holmes.ini, two islands (InfiniBand, RoCE) of four A100-class nodes
-// joined by 10 Gbit/s Ethernet, a 3.6 B-parameter GPT that does not fit one node with replicas.
+// joined by 10 Gbit/s Ethernet, a 1.3 B-parameter GPT that does not fit one node with replicas.
 // ---------------------------------------------------------------------------------------------
 #include "node/plan_ini.h"
 
