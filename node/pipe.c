@@ -67,6 +67,7 @@ typedef struct {
     uint32_t done_to;           // this step: our micro-batches it completed
     int wgrad_got;              // stage 0: its WGRAD of this step arrived
     uint64_t ahead;             // 1 + the highest step of an ACT/END it sent us (0: none yet)
+    uint64_t at_sent_ms;        // last AT sent to it
     uint64_t lost_log_ms;       // last warning about messages to it that were lost (rate-limited)
     uint64_t lost_quiet;        // messages to it lost since that warning
 } peer_t;
@@ -101,6 +102,7 @@ struct pipe_t {
     pipe_stats_t st;
     uint64_t drop_log_ms[PIPE_DROP_COUNT];
     uint64_t wait_log_ms;
+    uint64_t skip_to;           // an AT said the next stage is at this step (> ours): skip to it
 };
 
 static uint64_t s_mono_ms(void) {
@@ -116,8 +118,8 @@ const char *pipe_drop_name(pipe_drop_t d) {
 }
 
 static const char *s_type_name(int type) {
-    static const char *names[] = {"?", "ACT", "GRAD", "END", "WGRAD", "WTE"};
-    return type >= 1 && type <= 5 ? names[type] : "?";
+    static const char *names[] = {"?", "ACT", "GRAD", "END", "WGRAD", "WTE", "AT"};
+    return type >= 1 && type <= 6 ? names[type] : "?";
 }
 
 static const char *s_name(const pipe_t *p, int i) { return i >= 0 ? p->plan->nodes[i].name : "?"; }
@@ -320,7 +322,7 @@ void pipe_hdr_encode(const pipe_hdr_t *h, uint8_t out[PIPE_HDR_SIZE]) {
 
 int pipe_msg_check(const uint8_t *const *frames, const size_t *lens, int nframes, const pipe_shape_t *sh,
                    pipe_hdr_t *h, pipe_drop_t *reason, char *why, size_t wl) {
-    static const int want_frames[] = {0, 2, 1, 0, 1, 1};
+    static const int want_frames[] = {0, 2, 1, 0, 1, 1, 0};
     memset(h, 0, sizeof *h);
     if (nframes < 1 || nframes > 3 || lens[0] != PIPE_HDR_SIZE) {
         *reason = PIPE_DROP_FRAMES;
@@ -329,7 +331,7 @@ int pipe_msg_check(const uint8_t *const *frames, const size_t *lens, int nframes
     }
     const uint8_t *b = frames[0];
     int type = net_get_u16(b + 6);
-    if (memcmp(b, "LPIP", 4) != 0 || net_get_u16(b + 4) != PIPE_PROTOCOL_VERSION || type < 1 || type > 5 ||
+    if (memcmp(b, "LPIP", 4) != 0 || net_get_u16(b + 4) != PIPE_PROTOCOL_VERSION || type < 1 || type > PIPE_MSG_AT ||
         (net_get_u32(b + 40) != 0 && type != PIPE_MSG_END && type != PIPE_MSG_WGRAD)) {
         *reason = PIPE_DROP_HEADER;
         snprintf(why, wl, "bad magic, version %u, type %d or count", net_get_u16(b + 4), type);
@@ -352,7 +354,8 @@ int pipe_msg_check(const uint8_t *const *frames, const size_t *lens, int nframes
         snprintf(why, wl, "%s for another run (different fingerprint: config or plan)", s_type_name(type));
         return -1;
     }
-    size_t e1 = type == PIPE_MSG_ACT || type == PIPE_MSG_GRAD ? sh->act_n * 4 : type == PIPE_MSG_END ? 0 : sh->wte_n * 4;
+    size_t e1 = type == PIPE_MSG_ACT || type == PIPE_MSG_GRAD ? sh->act_n * 4
+              : type == PIPE_MSG_END || type == PIPE_MSG_AT ? 0 : sh->wte_n * 4;
     size_t e2 = type == PIPE_MSG_ACT ? sh->tok_n * 4 : 0;
     if (nframes - 1 != want_frames[type] || h->B != sh->B || h->T != sh->T || h->n1 != e1 || h->n2 != e2 ||
         (nframes > 1 && lens[1] != e1) || (nframes > 2 && lens[2] != e2)) {
@@ -410,8 +413,8 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
     uint32_t origin = hd.origin, mb = hd.mb, count = hd.count;
     float loss = hd.loss;
     int fs = p->plan->nodes[from].stage;
-    static const int from_stage_delta[] = {0, -1, +1, -1, 0, 0};
-    int ok_sender = type <= 3 ? fs == p->stage + from_stage_delta[type]
+    static const int from_stage_delta[] = {0, -1, +1, -1, 0, 0, +1};
+    int ok_sender = type <= 3 || type == PIPE_MSG_AT ? fs == p->stage + from_stage_delta[type]
                   : type == PIPE_MSG_WGRAD ? p->stage == 0 && fs == p->S - 1 && p->S > 1
                                            : p->stage == p->S - 1 && fs == 0 && p->S > 1;
     if (!ok_sender) {
@@ -428,6 +431,23 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
     // it is too far ahead to keep: a stage that fell far behind catches up on the ENDs. (An ACT far
     // ahead is only dropped: it says the same, but ENDs are what a sender sends every stage node.)
     if (type == PIPE_MSG_END && step + 1 > p->peers[from].ahead) p->peers[from].ahead = step + 1;
+    // An ACT far ahead says its sender is through with every earlier step (a node restarted from an
+    // older checkpoint steps through those empty, then takes the ACT when it comes again).
+    if (type == PIPE_MSG_ACT && step > p->step + 8 && step > p->peers[from].ahead) p->peers[from].ahead = step;
+    // AT: the next stage is at `step`; when that is past ours, this node restarted behind: skip ahead.
+    if (type == PIPE_MSG_AT) {
+        if (step > p->step && step > p->skip_to) p->skip_to = step;
+        p->peers[from].heard_ms = s_mono_ms();
+        p->st.recv++;
+        p->st.bytes_recv += PIPE_HDR_SIZE;
+        return;
+    }
+    // An ACT of a step this node finished: its sender restarted behind; tell it where we are (at most
+    // every 500 ms per sender).
+    if (type == PIPE_MSG_ACT && step < p->step && s_mono_ms() - p->peers[from].at_sent_ms > 500) {
+        p->peers[from].at_sent_ms = s_mono_ms();
+        s_send(p, from, PIPE_MSG_AT, p->step, 0, 0, 0, 0.0f, NULL, 0, NULL, 0);
+    }
     // The step: a finished one is stale. A node runs at most a step or two ahead of us (it finishes
     // a step only once its next stage answered it), more only while it takes us for dead.
     // A WTE newer than the copy we hold is taken even after its step (one we did not wait for).
@@ -802,6 +822,10 @@ int pipe_grads(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop) {
             }
         }
         s_timeouts(p);
+        if (p->skip_to > p->step) { // restarted behind the stages after us: abandon this step
+            for (int i = 0; i < p->nslots; i++) p->slots[i].state = SL_FREE, p->slots[i].exclude = -1;
+            return 3;
+        }
         if (s_step_done(p)) break;
         if (p->stage > 0 && !worked && s_upstream_gone(p)) {
             log_info("pipe", "step %llu: every node of stage %d is gone: this stage stops", (unsigned long long)p->step,
@@ -912,6 +936,15 @@ int pipe_apply(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop) {
 
 int pipe_step(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop) {
     int rc = pipe_grads(p, t, stop);
+    if (rc == 3) {
+        log_warn("pipe", "step %llu: the next stage is at step %llu (this node restarted behind it): skipping to it; "
+                 "steps %llu..%llu are lost here", (unsigned long long)t->step, (unsigned long long)p->skip_to,
+                 (unsigned long long)t->step, (unsigned long long)p->skip_to - 1);
+        p->st.skipped += p->skip_to - t->step;
+        t->step = p->skip_to;
+        atomic_store(&t->progress, t->step);
+        return 3;
+    }
     return rc ? rc : pipe_apply(p, t, stop);
 }
 
@@ -1148,7 +1181,7 @@ int pipe_outer_inner_step(void *hook_ctx, trainer_t *t, train_ctx_t *x) {
     pipe_outer_t *oc = hook_ctx;
     double t0 = metrics_mono();
     int r = pipe_step(oc->pipe, t, x->stop);
-    if (r == 1) return 0; // stopped: the round loop sees *stop
+    if (r == 1 || r == 3) return 0; // stopped (the round loop sees *stop), or skipped ahead
     if (r == 2) {         // the stages before this one are gone: end here, as at [train] steps
         t->step = (uint64_t)t->cfg.steps;
         atomic_store(&t->progress, t->step);
@@ -1162,8 +1195,9 @@ int pipe_outer_inner_step(void *hook_ctx, trainer_t *t, train_ctx_t *x) {
 int pipe_train(pipe_t *p, trainer_t *t, metrics_t *mx, volatile sig_atomic_t *stop) {
     train_ctx_t x;
     train_ctx_init(&x, t, mx, stop);
-    uint64_t total = (uint64_t)t->cfg.steps;
+    uint64_t total = (uint64_t)t->cfg.steps, every = t->cfg.checkpoint_every > 0 ? (uint64_t)t->cfg.checkpoint_every : 0;
     int rc = 0, ended = 0;
+    char err[1536];
     while (t->step < total && !*stop) {
         double t0 = metrics_mono();
         int r = pipe_step(p, t, stop);
@@ -1171,13 +1205,19 @@ int pipe_train(pipe_t *p, trainer_t *t, metrics_t *mx, volatile sig_atomic_t *st
             ended = 1;
             break;
         }
+        if (r == 3) continue; // restarted behind the next stage: skipped ahead to it
         if (r != 0) {
             rc = r < 0;
             break;
         }
         s_log_step(p, t, &x, t0, metrics_mono());
+        // Every stage checkpoints at the same steps ([train] checkpoint_every), so the newest
+        // checkpoints of a pipeline's nodes are one consistent cut. Written here, in the step: the
+        // pipeline waits for it (the stage's part only).
+        if (every && t->step % every == 0 && t->step < total && train_save(t, &x, err, sizeof err) != 0) {
+            log_error("train", "checkpoint failed (the previous one is intact): %s", err); // e.g. a full disk: train on
+        }
     }
-    char err[1536];
     if (rc == 0 && (t->step >= total || ended) && train_save(t, &x, err, sizeof err) != 0) {
         log_error("train", "checkpoint failed: %s", err);
         rc = 1;

@@ -81,7 +81,10 @@
 #define PIPE_HDR_SIZE 64
 #define PIPE_PROTOCOL_VERSION 1
 
-enum { PIPE_MSG_ACT = 1, PIPE_MSG_GRAD = 2, PIPE_MSG_END = 3, PIPE_MSG_WGRAD = 4, PIPE_MSG_WTE = 5 };
+// AT (no frames): the sender, a node of the next stage, is at `step`; sent in answer to an ACT of a
+// finished step, so that a node that restarted from an older checkpoint skips to where the stages
+// after it are (pipe_step returns 3).
+enum { PIPE_MSG_ACT = 1, PIPE_MSG_GRAD = 2, PIPE_MSG_END = 3, PIPE_MSG_WGRAD = 4, PIPE_MSG_WTE = 5, PIPE_MSG_AT = 6 };
 
 // Why a received message was dropped (counter indices; names in pipe_drop_name).
 typedef enum {
@@ -148,6 +151,7 @@ typedef struct {
     uint64_t dropped;              // all drops
     uint64_t drop[PIPE_DROP_COUNT];
     uint64_t undelivered;          // messages we gave up sending (their node gone or not connected)
+    uint64_t skipped;              // inner steps skipped after restarting behind the next stage (AT)
     double wait_s;                 // time spent waiting for messages (pipeline bubbles)
 } pipe_stats_t;
 
@@ -170,12 +174,14 @@ void pipe_range(const pipe_t *p, size_t *off, size_t *len);
 // Runs the micro-batches of inner step t->step: afterwards t->model->grads holds this stage's
 // gradient over its range (stage 0: with the head's part of wte added), t->loss the mean loss of
 // the micro-batches that passed here. Returns 0, 1 when *stop was set, 2 when every node of the
-// previous stage has been gone for three timeouts (the run is over for this stage), -1 on a failure.
+// previous stage has been gone for three timeouts (the run is over for this stage), 3 when an AT
+// said the next stage is past this step (the step is abandoned), -1 on a failure.
 int pipe_grads(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop);
 // Clips, steps AdamW over the stage's range (not when no micro-batch came here), exchanges the tied
 // wte, advances t->step. 0, or 1 when *stop was set.
 int pipe_apply(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop);
-// Both.
+// Both. On 3 (see pipe_grads) t->step jumps to the next stage's step, nothing applied: the steps
+// in between are lost here (the node restarted from an older checkpoint than the others' state).
 int pipe_step(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop);
 
 // Services the sockets for up to ms (answers handshakes, queues what arrives); for idle waits.
