@@ -15,6 +15,7 @@
 #include "node/plan_file.h"
 #include "node/plan_ini.h"
 #include "node/plan_probe.h"
+#include "node/plan_sim.h"
 
 static int s_help(void) {
     printf("usage: loco plan -c CLUSTER.ini [--set section.key=value]... [--out PLAN] [--alternatives]\n"
@@ -172,9 +173,23 @@ static void s_print_layout(const plan_cluster_t *c, const plan_layout_t *l, cons
     double flops = e->tokens_per_s * ((double)c->model.layers * plan_block_flops(c) + plan_head_flops(c)) /
                    (double)(l->R * l->S);
     printf(", %s per node; bottleneck: ", s_si(flops, "FLOP/s", b, sizeof b));
-    if (e->bottleneck_link >= 0) printf("link %d->%d\n", e->bottleneck_link, e->bottleneck_link + 1);
+    if (e->window_bound) {
+        int W = c->micro_batches < l->S ? c->micro_batches : l->S;
+        double rt = 0;
+        for (int s = 0; s < l->S; s++) rt += e->t[s] + (s + 1 < l->S ? 2.0 * e->k[s] : 0.0);
+        printf("1F1B's window (%d micro-batches in flight, a round trip of %s)\n", W, s_time(rt, d, sizeof d));
+    } else if (e->bottleneck_link >= 0) printf("link %d->%d\n", e->bottleneck_link, e->bottleneck_link + 1);
     else printf("stage %d compute\n", e->bottleneck_stage);
     printf("           bytes across islands per step: %s\n", s_si(s_cross_bytes(c, l, e), "B", a, sizeof a));
+    // The same figures through the discrete-event simulation of the runtime's schedule (node/plan_sim.h).
+    plan_sim_t sim;
+    char why[200];
+    if (plan_simulate(c, l, 4, &sim, why, sizeof why) == 0)
+        printf("simulated: step %s (first step from an empty pipeline %s): the closed form is %+.1f%% off\n",
+               s_time(sim.step_s, a, sizeof a), s_time(sim.first_step_s, b, sizeof b),
+               100.0 * (e->step_s - sim.step_s) / sim.step_s);
+    else
+        printf("simulated: not run (%s)\n", why);
 }
 
 typedef struct {
@@ -222,9 +237,11 @@ static void s_print_alternatives(const plan_cluster_t *c, const plan_layout_t *b
         a->name = searched[i].name;
         a->ok = plan_search(c, &searched[i].o, &a->l, &a->e, NULL, a->why, sizeof a->why) == 0;
     }
-    printf("\nalternatives (same cost model):\n");
-    printf("%-40s %-6s %-10s %-10s %-10s %-10s %-12s %-9s %s\n", "layout", "R x S", "step", "pipeline", "wte sync",
-           "exposed", "tokens/s", "vs chosen", "bytes across islands/step");
+    printf("\nalternatives (same cost model; simulated: node/plan_sim.h's discrete-event run of the same figures):\n");
+    printf("%-40s %-6s %-10s %-10s %-10s %-10s %-12s %-9s %-10s %s\n", "layout", "R x S", "step", "pipeline",
+           "wte sync", "exposed", "tokens/s", "vs chosen", "simulated", "bytes across islands/step");
+    double sim_chosen = 0, sim_best = INFINITY, sim_naive = 0, err_sum = 0;
+    int nsim = 0;
     for (int i = 0; i < n; i++) {
         a = &alts[i];
         char rs[16], x[32], y[32], z[32], w[32], v[32];
@@ -233,13 +250,29 @@ static void s_print_alternatives(const plan_cluster_t *c, const plan_layout_t *b
             printf("%-40s %-6s infeasible: %s\n", a->name, a->ok ? rs : "-", a->ok ? a->e.why : a->why);
             continue;
         }
-        char u[32];
-        printf("%-40s %-6s %-10s %-10s %-10s %-10s %-12s %-9.3f %s\n", a->name, rs, s_time(a->e.step_s, x, sizeof x),
-               s_time(a->e.makespan_s, y, sizeof y), s_time(a->e.wte_s, u, sizeof u), s_time(a->e.exposed_s, z, sizeof z),
-               s_si(a->e.tokens_per_s, "", w, sizeof w), be->tokens_per_s / a->e.tokens_per_s,
-               s_si(s_cross_bytes(c, &a->l, &a->e), "B", v, sizeof v));
+        char u[32], sm[32] = "-", why[200];
+        plan_sim_t sim;
+        if (plan_simulate(c, &a->l, 4, &sim, why, sizeof why) == 0) {
+            s_time(sim.step_s, sm, sizeof sm);
+            if (i == 0) sim_chosen = sim.step_s;
+            if (i == 1) sim_naive = sim.step_s;
+            // Per token (layouts differ in R): the simulated step for the chosen layout's token count.
+            double per = sim.step_s * be->tokens_per_step / a->e.tokens_per_step;
+            if (per < sim_best) sim_best = per;
+            err_sum += fabs(a->e.step_s - sim.step_s) / sim.step_s;
+            nsim++;
+        }
+        printf("%-40s %-6s %-10s %-10s %-10s %-10s %-12s %-9.3f %-10s %s\n", a->name, rs,
+               s_time(a->e.step_s, x, sizeof x), s_time(a->e.makespan_s, y, sizeof y), s_time(a->e.wte_s, u, sizeof u),
+               s_time(a->e.exposed_s, z, sizeof z), s_si(a->e.tokens_per_s, "", w, sizeof w),
+               be->tokens_per_s / a->e.tokens_per_s, sm, s_si(s_cross_bytes(c, &a->l, &a->e), "B", v, sizeof v));
     }
     printf("(vs chosen: how many times faster the chosen layout is)\n");
+    if (nsim > 0 && sim_chosen > 0)
+        printf("simulation: mean |closed form - simulated| %.1f%% over %d layouts; the chosen layout is %+.1f%% from the "
+               "best simulated (per token)%s",
+               100.0 * err_sum / nsim, nsim, 100.0 * (sim_chosen - sim_best) / sim_best, sim_naive > 0 ? "" : "\n");
+    if (nsim > 0 && sim_chosen > 0 && sim_naive > 0) printf("; simulated chosen vs naive %.2fx\n", sim_naive / sim_chosen);
 }
 
 // --------------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ static int s_model_links(s_model_t *m) {
 }
 
 plan_link_t plan_link(const plan_cluster_t *c, int a, int b) {
-    plan_link_t best = {-1, -1, 0, 0, INFINITY};
+    plan_link_t best = {-1, -1, 0, 0, INFINITY, INFINITY};
     const plan_cnode_t *x = &c->node[a], *y = &c->node[b];
     int same = x->island == y->island;
     plan_fabric_t f = c->fabric[x->island][y->island];
@@ -90,13 +90,14 @@ plan_link_t plan_link(const plan_cluster_t *c, int a, int b) {
             if (f.bw > 0) beta = fmin(beta, f.bw);
             double alpha = p->lat + q->lat + f.lat;
             double t = alpha + msg / beta;
-            if (t < best.msg_s) best = (plan_link_t){i, j, alpha, beta, t};
+            if (t < best.msg_s) best = (plan_link_t){i, j, alpha, beta, t, msg / beta};
         }
     plan_fabric_t pr = c->pair[a][b];
     if (best.nic_a >= 0 && a != b && pr.bw > 0) {
         best.alpha = pr.lat;
         best.beta = pr.bw;
         best.msg_s = pr.lat + msg / pr.bw;
+        best.ser_s = msg / pr.bw;
     }
     return best;
 }
@@ -138,6 +139,19 @@ static double s_x_bytes_sent(const s_model_t *m, int R, double P) {
     if (R < 2) return 0.0;
     double bytes = P * m->c->codec_bytes;
     return m->c->algorithm == PLAN_NOLOCO ? bytes : 2.0 * (R - 1) / R * bytes;
+}
+
+// The micro-batch phase of a step: fill and drain (sum = Σ t_s + 2 Σ k_s, one micro-batch's round
+// trip from stage 0's forward to its backward) and M − 1 more at the steady rate, which is the
+// slowest stage or link serialisation (B = max t_s, q_s) or, with 1F1B, the window: stage 0 keeps at
+// most W = min(M, S) micro-batches in flight, so micro-batch i cannot start before (i div W) round
+// trips (it binds when link latency is large against compute).
+static double s_makespan(const s_model_t *m, int S, double sum, double B) {
+    int M = m->M, W = m->c->schedule == PLAN_GPIPE ? M : (M < S ? M : S);
+    double steady = (M - 1) * B;
+    // Window-bound: micro-batch i starts (i div W) round trips and (i mod W) steady gaps in.
+    if (W < M) steady = fmax(steady, (double)((M - 1) / W) * sum + (double)((M - 1) % W) * B);
+    return sum + steady;
 }
 
 static double s_step(const s_model_t *m, double mk, double X) {
@@ -261,7 +275,8 @@ void plan_even_cuts(int L, int S, int *cut) {
 typedef struct {
     int R, S;
     double v[PLAN_MAX_STAGES], memhave[PLAN_MAX_STAGES], xbeta[PLAN_MAX_STAGES], xalpha[PLAN_MAX_STAGES];
-    double k[PLAN_MAX_STAGES]; // boundary s → s+1
+    double k[PLAN_MAX_STAGES]; // boundary s → s+1: α + message / β (its worst replica)
+    double q[PLAN_MAX_STAGES]; // the same boundary's message / β: what bounds the micro-batch rate
     double wte;                // tied-embedding sync per step (0 when S = 1)
 } s_stages_t;
 
@@ -321,17 +336,19 @@ int plan_eval(const plan_cluster_t *c, const plan_layout_t *l, plan_eval_t *e) {
         e->x[s] = s_exchange(mp, R, e->params[s], st.xbeta[s], st.xalpha[s]);
         e->x_bytes_node_step[s] = s_x_bytes_sent(mp, R, e->params[s]) / c->inner_steps;
         if (s > 0) {
-            double k = 0;
+            double k = 0, q = 0;
             for (int r = 0; r < R; r++) {
-                double t = s_lk(mp, l->slot[s - 1][r], l->slot[s][r]).msg_s;
-                if (t > k) k = t;
+                plan_link_t lk = s_lk(mp, l->slot[s - 1][r], l->slot[s][r]);
+                k = fmax(k, lk.msg_s);
+                q = fmax(q, lk.ser_s);
             }
             e->k[s - 1] = k;
+            e->q[s - 1] = q;
             if (!isfinite(k) && e->feasible) {
                 e->feasible = 0;
                 snprintf(e->why, sizeof e->why, "no NIC pair connects stage %d to stage %d (local NICs only?)", s - 1, s);
             }
-            if (k > maxtk) maxtk = k;
+            if (q > maxtk) maxtk = q;
         }
         sum = sum + e->t[s] + (s > 0 ? 2.0 * e->k[s - 1] : 0.0);
         if (e->t[s] > maxtk) maxtk = e->t[s];
@@ -349,8 +366,9 @@ int plan_eval(const plan_cluster_t *c, const plan_layout_t *l, plan_eval_t *e) {
     for (int s = 0; s < S && e->bottleneck_stage < 0; s++)
         if (e->t[s] >= maxtk) e->bottleneck_stage = s;
     for (int s = 0; s + 1 < S && e->bottleneck_stage < 0 && e->bottleneck_link < 0; s++)
-        if (e->k[s] >= maxtk) e->bottleneck_link = s;
-    e->makespan_s = sum + (mp->M - 1) * maxtk;
+        if (e->q[s] >= maxtk) e->bottleneck_link = s;
+    e->window_bound = s_makespan(mp, S, sum, maxtk) > sum + (mp->M - 1) * maxtk * (1 + 1e-12);
+    e->makespan_s = s_makespan(mp, S, sum, maxtk);
     e->exchange_s = X;
     for (int r = 0; S > 1 && r < R; r++) e->wte_s = fmax(e->wte_s, s_wte_sync(mp, l->slot[S - 1][r], l->slot[0][r]));
     if (!isfinite(e->wte_s) && e->feasible) {
@@ -458,10 +476,10 @@ static int s_feasible(s_dp_t *d, const s_model_t *m, const s_stages_t *st, doubl
 static double s_split_mode(s_dp_t *d, const s_model_t *m, const s_stages_t *st, double thresh, int *cut,
                            int balance) {
     int S = st->S, R = st->R, L = m->L, M = m->M;
-    double kmax = 0, ksum2 = 0, vmax = 0;
+    double kmax = 0, ksum2 = 0, vmax = 0; // kmax: the largest link serialisation (bounds B from below)
     for (int s = 0; s + 1 < S; s++) {
         if (!isfinite(st->k[s])) return INFINITY;
-        if (st->k[s] > kmax) kmax = st->k[s];
+        if (st->q[s] > kmax) kmax = st->q[s];
         ksum2 += 2.0 * st->k[s];
     }
     for (int s = 0; s < S; s++) {
@@ -560,7 +578,7 @@ static double s_split_mode(s_dp_t *d, const s_model_t *m, const s_stages_t *st, 
         size_t fin = (size_t)(S - 1) * (L + 1) + L;
         for (int q = 0; q < d->count[fin]; q++) {
             const s_entry_t *e = &d->pool[d->start[fin] + q];
-            double step = s_step(m, e->sum + (M - 1) * B + st->wte, e->x);
+            double step = s_step(m, s_makespan(m, S, e->sum, B) + st->wte, e->x);
             if (balance ? (step <= thresh && e->sq < best_sq) : step < best) {
                 best = step;
                 best_sq = e->sq;
@@ -677,7 +695,7 @@ typedef struct {
 #define S_COMBO_MAX 5000
 
 typedef struct s_combo {
-    double k[PLAN_MAX_STAGES];
+    double k[PLAN_MAX_STAGES], q[PLAN_MAX_STAGES];
     double wte;
     int choice[PLAN_MAX_STAGES];
 } s_combo_t;
@@ -717,7 +735,7 @@ static double s_lower_bound(const s_search_t *x) {
     const s_stages_t *st = &x->st;
     double kmax = 0, ksum2 = 0, vmax = 0, vsum = 0;
     for (int s = 0; s + 1 < st->S; s++) {
-        kmax = fmax(kmax, st->k[s]);
+        kmax = fmax(kmax, st->q[s]);
         ksum2 += 2.0 * st->k[s];
     }
     for (int s = 0; s < st->S; s++) {
@@ -774,12 +792,16 @@ static void s_combo_rec(s_search_t *x, int s, const int *pos, s_combo_t *cur) {
     }
     for (int q = 0; q < x->nperm; q++) {
         const int *pi = x->perms[q];
-        double k = 0;
-        for (int a = 0; a < R && isfinite(k); a++) k = fmax(k, s_pair_cost(x, x->set[s][a], x->set[s + 1][pi[a]]));
+        double k = 0, sq = 0;
+        for (int a = 0; a < R && isfinite(k); a++) {
+            k = fmax(k, s_pair_cost(x, x->set[s][a], x->set[s + 1][pi[a]]));
+            sq = fmax(sq, x->m.link[x->set[s][a]][x->set[s + 1][pi[a]]].ser_s);
+        }
         if (!isfinite(k)) continue;
         int next[PLAN_MAX_STAGES];
         for (int r = 0; r < R; r++) next[r] = pi[pos[r]];
         cur->k[s] = k;
+        cur->q[s] = sq;
         cur->choice[s] = q;
         s_combo_rec(x, s + 1, next, cur);
     }
@@ -788,7 +810,7 @@ static void s_combo_rec(s_search_t *x, int s, const int *pos, s_combo_t *cur) {
 static int s_dominates(const s_combo_t *a, const s_combo_t *b, int nk) {
     if (a->wte > b->wte) return 0;
     for (int s = 0; s < nk; s++)
-        if (a->k[s] > b->k[s]) return 0;
+        if (a->k[s] > b->k[s] || a->q[s] > b->q[s]) return 0;
     return 1;
 }
 
@@ -829,6 +851,7 @@ static void s_leaf(s_search_t *x) {
         const s_combo_t *c = &x->cand[i];
         for (int s = 0; s < nk; s++) {
             x->st.k[s] = c->k[s];
+            x->st.q[s] = c->q[s];
             memcpy(x->perm[s], x->perms[c->choice[s]], sizeof(int) * (size_t)x->R);
         }
         x->st.wte = c->wte;
@@ -849,6 +872,9 @@ static void s_class_rec(s_search_t *x, int s, int q, int left, int placed, int i
                 x->st.k[s - 1] = s_bottleneck_match(&x->m, x->set[s - 1], nodes, x->R,
                                                     x->o.constraint == PLAN_REPLICA_IN_ISLAND, x->perm[s - 1]);
                 if (!isfinite(x->st.k[s - 1])) return;
+                x->st.q[s - 1] = 0;
+                for (int a = 0; a < x->R; a++)
+                    x->st.q[s - 1] = fmax(x->st.q[s - 1], x->m.link[x->set[s - 1][a]][nodes[x->perm[s - 1][a]]].ser_s);
             }
         }
         s_stage_rec(x, s + 1);
@@ -884,15 +910,17 @@ static double s_assignment_step_mode(s_search_t *x, int slot[PLAN_MAX_STAGES][PL
     for (int s = 0; s < x->S; s++) {
         s_stage_figures(&x->m, slot[s], x->R, s, st);
         if (s > 0) {
-            double k = 0;
+            double k = 0, q = 0;
             for (int r = 0; r < x->R; r++) {
                 int a = slot[s - 1][r], b = slot[s][r];
                 double t = x->m.link[a][b].msg_s;
                 if (x->o.constraint == PLAN_REPLICA_IN_ISLAND && x->m.c->node[a].island != x->m.c->node[b].island)
                     t = INFINITY;
                 k = fmax(k, t);
+                q = fmax(q, x->m.link[a][b].ser_s);
             }
             st->k[s - 1] = k;
+            st->q[s - 1] = q;
         }
         if (x->o.constraint == PLAN_STAGE_IN_ISLAND)
             for (int r = 1; r < x->R; r++)

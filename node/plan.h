@@ -11,8 +11,13 @@
 //   head (final LayerNorm + tied LM head): calib_head · 6 C V, on the last stage
 //   stage s:   t_s = mb · T · Σ w / v_s, v_s = the slowest FLOP/s among the stage's nodes
 //   boundary:  k_s = max over replicas of (α + mb·T·C·4 / β) between slot[s][r] and slot[s+1][r]
-//              (α, β: the best NIC pair both ends can use, or the pair's [pair] figures; see plan_link_t)
-//   makespan:  mk = Σ t_s + 2 Σ k_s + (M − 1) · max(max t_s, max k_s)   (1F1B and GPipe alike)
+//              (α, β: the best NIC pair both ends can use, or the pair's [pair] figures; see plan_link_t),
+//              q_s = the same without α (how long a message occupies the link)
+//   makespan:  mk = Σ + max((M − 1) · B, ⌊(M − 1) / W⌋ · Σ + ((M − 1) mod W) · B), with
+//              Σ = Σ t_s + 2 Σ k_s (fill and drain: one micro-batch's round trip), B = max(max t_s,
+//              max q_s) (the steady rate), W = min(M, S) micro-batches in flight with 1F1B (the second
+//              term: the window binds when latency is large against compute), W = M with GPipe.
+//              node/plan_sim.h simulates the schedule to check this closed form.
 //   exchange:  X_s = DiLoCo ring: 2(R−1)/R · P_s · codec / β_s + 2(R−1) α_s; NoLoCo pair:
 //              P_s · codec / β_s + α_s, with β_s, α_s the worst pair among the stage's nodes;
 //              X = max_s X_s, once every H inner steps (none when R = 1)
@@ -20,9 +25,11 @@
 //              the head's part of the embedding gradient goes to stage 0, the new embedding comes
 //              back before the next head forward (the pipeline runtime's protocol); counted whole
 //   step:      overlap ? max(mk + W, X / H) : mk + W + X / H
-//   memory:    4 bytes · P_s · (4 + 2 with replicas + 1 with overlap) (params, grads, Adam m, v;
-//              anchor and outer momentum; the snapshot in flight) + in-flight activations
-//              (min(M, S − s) micro-batches for 1F1B, M for GPipe) ≤ the smallest node's memory
+//   memory:    17 bytes · P_s (params, grads, Adam m and v, decay mask) + with replicas 4 bytes ·
+//              (10 + 1 with error feedback) · P'_s of outer state and 4 · (3 P_s + 2 P'_s) of background
+//              checkpoint snapshot (P'_s: the range the outer step covers, P_s less the last stage's wte
+//              copy) + in-flight activations (min(M, S − s) micro-batches for 1F1B, M for GPipe) ≤ the
+//              smallest node's memory (tests/bench/bench_pipe_memory.sh checks it against peak RSS)
 //   objective: the most tokens per second, R · M · mb · T / step
 // P_s counts the blocks' parameters, the embeddings on stage 0 and the final LayerNorm on the last
 // stage, plus a copy of the tied token embedding there when S > 1 (the head needs it).
@@ -93,6 +100,7 @@ typedef struct {
     int nic_a, nic_b;    // -1 when no pair of NICs connects them
     double alpha, beta;  // seconds, bytes/s
     double msg_s;        // α + message / β (INFINITY when unreachable)
+    double ser_s;        // message / β: how long a message occupies the link (INFINITY when unreachable)
 } plan_link_t;
 
 typedef struct {
@@ -107,6 +115,8 @@ typedef struct {
     double step_s, makespan_s, exchange_s, exposed_s, tokens_per_s, tokens_per_step;
     double wte_s;                            // tied-embedding sync per step (S > 1)
     double t[PLAN_MAX_STAGES], k[PLAN_MAX_STAGES], x[PLAN_MAX_STAGES];
+    double q[PLAN_MAX_STAGES];               // boundary serialisation (message / β, worst replica)
+    int window_bound;                        // 1F1B's window, not a stage or link, sets the rate
     double mem_need[PLAN_MAX_STAGES], mem_have[PLAN_MAX_STAGES];
     double params[PLAN_MAX_STAGES];          // parameters held by each stage
     double act_bytes_link_step;              // per boundary per replica per step, both directions
