@@ -111,8 +111,10 @@ static double s_cross_bytes(const plan_cluster_t *c, const plan_layout_t *l, con
 
 static void s_print_layout(const plan_cluster_t *c, const plan_layout_t *l, const plan_eval_t *e) {
     char a[32], b[32], d[32], f[32];
-    printf("plan: %d replica%s x %d stage%s (%d of %d nodes)\n", l->R, l->R > 1 ? "s" : "", l->S, l->S > 1 ? "s" : "",
+    printf("plan: %d replica%s x %d stage%s (%d of %d nodes)", l->R, l->R > 1 ? "s" : "", l->S, l->S > 1 ? "s" : "",
            l->R * l->S, c->n_nodes);
+    if (l->window) printf(", window %d", l->window);
+    printf("\n");
     printf("%-5s %-16s %-28s %-11s %-19s %-9s %-10s %s\n", "stage", "blocks", "nodes (island)", "compute/mb",
            "memory need/have", "params", "exchange", "sent/node/step");
     for (int s = 0; s < l->S; s++) {
@@ -237,6 +239,8 @@ static void s_print_alternatives(const plan_cluster_t *c, const plan_layout_t *b
         a->name = searched[i].name;
         a->ok = plan_search(c, &searched[i].o, &a->l, &a->e, NULL, a->why, sizeof a->why) == 0;
     }
+    for (int i = 1; i < n; i++) // every layout with its best window, as the chosen one
+        if (alts[i].ok && alts[i].e.feasible) plan_widen_window(c, &alts[i].l, &alts[i].e);
     printf("\nalternatives (same cost model; simulated: node/plan_sim.h's discrete-event run of the same figures):\n");
     printf("%-40s %-6s %-10s %-10s %-10s %-10s %-12s %-9s %-10s %s\n", "layout", "R x S", "step", "pipeline",
            "wte sync", "exposed", "tokens/s", "vs chosen", "simulated", "bytes across islands/step");
@@ -484,6 +488,7 @@ static int s_eval_file(const plan_cluster_t *c, const char *path) {
     memset(&l, 0, sizeof l);
     l.S = p.n_stages;
     l.R = plan_replicas(&p, 0);
+    l.window = p.window;
     for (int s = 0; s < p.n_stages; s++) {
         l.cut[s] = p.stages[s].l0;
         l.cut[s + 1] = p.stages[s].l1;
@@ -740,6 +745,11 @@ int cmd_plan(int argc, char **argv) {
     printf("search: %s, %ld stage-set sequences (%ld cut by the lower bound), %ld split DPs, %.2f s\n\n",
            st.exhaustive ? "exhaustive (the model's optimum)" : "local search beyond the exhaustive limit", st.sequences,
            st.pruned, st.dp_runs, s_now() - t0);
+    double before = e.step_s;
+    if (plan_widen_window(&c, &best, &e))
+        printf("window: 1F1B's default window (min(M, S) = %d micro-batches in flight) binds here: the plan raises it "
+               "to %d, step %.4g s -> %.4g s\n\n", c.micro_batches < best.S ? c.micro_batches : best.S, best.window,
+               before, e.step_s);
     s_print_layout(&c, &best, &e);
     if (alternatives) s_print_alternatives(&c, &best, &e, o.exhaustive_limit);
     if (out) {

@@ -996,7 +996,7 @@ pipe_t *pipe_new(const pipe_opts_t *o, trainer_t *t, char *err, size_t errlen) {
 
     // Slots: stage 0 keeps `window` micro-batches in flight; stage s sees about R0·W_s / R_s of them.
     int gpipe = pl->schedule == PLAN_GPIPE;
-    int ws = gpipe ? p->M : (p->M < p->S - p->stage ? p->M : p->S - p->stage);
+    int ws = plan_stage_window(pl->schedule, p->M, p->S, pl->window, p->stage);
     int rs = plan_replicas(pl, p->stage);
     p->window = ws;
     p->nslots = p->stage == 0 ? ws : p->stage == p->S - 1 ? 1 : (p->R0 * ws + rs - 1) / rs;

@@ -117,12 +117,12 @@ static double s_stage_params(const s_model_t *m, int S, int i, int j) {
 // server's servable version (2), 10 floats, one more with error feedback; and the checkpoint
 // snapshot written in the background (parameters, AdamW m and v of the part, anchor and momentum of
 // the range). Plus the activations of the micro-batches in flight.
-static double s_stage_mem(const s_model_t *m, int s, int S, int R, int i, int j) {
+static double s_stage_mem(const s_model_t *m, int s, int S, int R, int i, int j, int window) {
     const plan_cluster_t *c = m->c;
     double part = s_stage_params(m, S, i, j), range = part - (j == m->L && S > 1 ? m->p_wte : 0.0);
     double bytes = 17.0 * part;
     if (R > 1) bytes += 4.0 * (10.0 + (c->codec_bytes < 4.0 ? 1.0 : 0.0)) * range + 4.0 * (3.0 * part + 2.0 * range);
-    double inflight = c->schedule == PLAN_GPIPE ? m->M : (m->M < S - s ? m->M : S - s);
+    double inflight = plan_stage_window(c->schedule, m->M, S, window, s);
     double acts = (double)(j - i) * m->act_block + m->act_in + (j == m->L ? m->act_head : 0.0);
     return bytes + inflight * acts;
 }
@@ -146,8 +146,8 @@ static double s_x_bytes_sent(const s_model_t *m, int R, double P) {
 // slowest stage or link serialisation (B = max t_s, q_s) or, with 1F1B, the window: stage 0 keeps at
 // most W = min(M, S) micro-batches in flight, so micro-batch i cannot start before (i div W) round
 // trips (it binds when link latency is large against compute).
-static double s_makespan(const s_model_t *m, int S, double sum, double B) {
-    int M = m->M, W = m->c->schedule == PLAN_GPIPE ? M : (M < S ? M : S);
+static double s_makespan(const s_model_t *m, int S, int window, double sum, double B) {
+    int M = m->M, W = plan_stage_window(m->c->schedule, M, S, window, 0);
     double steady = (M - 1) * B;
     // Window-bound: micro-batch i starts (i div W) round trips and (i mod W) steady gaps in.
     if (W < M) steady = fmax(steady, (double)((M - 1) / W) * sum + (double)((M - 1) % W) * B);
@@ -300,6 +300,10 @@ int plan_eval(const plan_cluster_t *c, const plan_layout_t *l, plan_eval_t *e) {
         snprintf(e->why, sizeof e->why, "%d replicas x %d stages do not fit %d nodes and %d layers", R, S, c->n_nodes, L);
         return -1;
     }
+    if (l->window < 0 || l->window > c->micro_batches || (l->window && c->schedule != PLAN_1F1B)) {
+        snprintf(e->why, sizeof e->why, "window %d: must be 1..%d with 1f1b", l->window, c->micro_batches);
+        return -1;
+    }
     if (l->cut[0] != 0 || l->cut[S] != L) {
         snprintf(e->why, sizeof e->why, "cuts do not cover [0, %d)", L);
         return -1;
@@ -331,7 +335,7 @@ int plan_eval(const plan_cluster_t *c, const plan_layout_t *l, plan_eval_t *e) {
         int i = l->cut[s], j = l->cut[s + 1];
         e->t[s] = s_stage_t(mp, st.v[s], i, j);
         e->params[s] = s_stage_params(mp, S, i, j);
-        e->mem_need[s] = s_stage_mem(mp, s, S, R, i, j);
+        e->mem_need[s] = s_stage_mem(mp, s, S, R, i, j, l->window);
         e->mem_have[s] = st.memhave[s];
         e->x[s] = s_exchange(mp, R, e->params[s], st.xbeta[s], st.xalpha[s]);
         e->x_bytes_node_step[s] = s_x_bytes_sent(mp, R, e->params[s]) / c->inner_steps;
@@ -367,8 +371,8 @@ int plan_eval(const plan_cluster_t *c, const plan_layout_t *l, plan_eval_t *e) {
         if (e->t[s] >= maxtk) e->bottleneck_stage = s;
     for (int s = 0; s + 1 < S && e->bottleneck_stage < 0 && e->bottleneck_link < 0; s++)
         if (e->q[s] >= maxtk) e->bottleneck_link = s;
-    e->window_bound = s_makespan(mp, S, sum, maxtk) > sum + (mp->M - 1) * maxtk * (1 + 1e-12);
-    e->makespan_s = s_makespan(mp, S, sum, maxtk);
+    e->window_bound = s_makespan(mp, S, l->window, sum, maxtk) > sum + (mp->M - 1) * maxtk * (1 + 1e-12);
+    e->makespan_s = s_makespan(mp, S, l->window, sum, maxtk);
     e->exchange_s = X;
     for (int r = 0; S > 1 && r < R; r++) e->wte_s = fmax(e->wte_s, s_wte_sync(mp, l->slot[S - 1][r], l->slot[0][r]));
     if (!isfinite(e->wte_s) && e->feasible) {
@@ -448,7 +452,7 @@ static int s_cmp_entry(const void *a, const void *b) {
 
 static int s_ok(const s_model_t *m, const s_stages_t *st, int s, int i, int j, double B) {
     if (s_stage_t(m, st->v[s], i, j) > B) return 0;
-    return s_stage_mem(m, s, st->S, st->R, i, j) <= st->memhave[s];
+    return s_stage_mem(m, s, st->S, st->R, i, j, 0) <= st->memhave[s];
 }
 
 // Is there a split with every stage time ≤ B (memory respected)?
@@ -506,7 +510,7 @@ static double s_split_mode(s_dp_t *d, const s_model_t *m, const s_stages_t *st, 
         S_FOR_J(s) {
             int ilo = s == 0 ? 0 : s, ihi = s == 0 ? 0 : j - 1;
             for (int i = ilo; i <= ihi; i++) {
-                if (s_stage_mem(m, s, S, R, i, j) > st->memhave[s]) continue;
+                if (s_stage_mem(m, s, S, R, i, j, 0) > st->memhave[s]) continue;
                 double t = s_stage_t(m, st->v[s], i, j);
                 if (t <= kmax) continue;
                 if (s_grow((void **)&d->cand, &d->ccap, nc + 1, sizeof(double))) return INFINITY;
@@ -578,7 +582,7 @@ static double s_split_mode(s_dp_t *d, const s_model_t *m, const s_stages_t *st, 
         size_t fin = (size_t)(S - 1) * (L + 1) + L;
         for (int q = 0; q < d->count[fin]; q++) {
             const s_entry_t *e = &d->pool[d->start[fin] + q];
-            double step = s_step(m, s_makespan(m, S, e->sum, B) + st->wte, e->x);
+            double step = s_step(m, s_makespan(m, S, 0, e->sum, B) + st->wte, e->x);
             if (balance ? (step <= thresh && e->sq < best_sq) : step < best) {
                 best = step;
                 best_sq = e->sq;
@@ -1192,6 +1196,7 @@ void plan_to_file(const plan_cluster_t *c, const plan_layout_t *l, const plan_ev
     p->micro_batches = c->micro_batches;
     p->n_stages = l->S;
     p->routing = l->R > 1 ? PLAN_ROUTE_CHAIN : PLAN_ROUTE_RANDOM;
+    p->window = l->window;
     for (int s = 0; s < l->S; s++) p->stages[s] = (plan_stage_t){l->cut[s], l->cut[s + 1]};
     for (int s = 0; s < l->S; s++)
         for (int r = 0; r < l->R; r++) {
@@ -1216,4 +1221,20 @@ void plan_to_file(const plan_cluster_t *c, const plan_layout_t *l, const plan_ev
         p->predicted_step_s = e->step_s;
         p->predicted_tokens_per_s = e->tokens_per_s;
     }
+}
+
+int plan_widen_window(const plan_cluster_t *c, plan_layout_t *l, plan_eval_t *e) {
+    if (c->schedule != PLAN_1F1B || !e->feasible || !e->window_bound) return 0;
+    plan_layout_t best = *l, t = *l;
+    plan_eval_t be = *e, te;
+    for (int W = l->S + 1; W <= c->micro_batches; W++) {
+        t.window = W;
+        if (plan_eval(c, &t, &te) != 0 || !te.feasible) break; // more in flight only needs more memory
+        if (te.tokens_per_s > be.tokens_per_s * (1 + 1e-9)) best = t, be = te;
+        if (!te.window_bound) break;
+    }
+    if (best.window == l->window) return 0;
+    *l = best;
+    *e = be;
+    return 1;
 }

@@ -107,6 +107,7 @@ typedef struct {
     int R, S;
     int cut[PLAN_MAX_STAGES + 1];
     int slot[PLAN_MAX_STAGES][PLAN_MAX_STAGES]; // [s][r]: node index; R ≤ PLAN_MAX_STAGES as well
+    int window;          // 1F1B micro-batches in flight at stage 0 (the plan file's window); 0: min(M, S)
 } plan_layout_t;
 
 typedef struct {
@@ -168,6 +169,11 @@ int plan_search(const plan_cluster_t *c, const plan_opts_t *opts, plan_layout_t 
 
 // Best cuts for a fixed assignment (slot[][] of l, R, S): the exact layer split. 0 or -1 if none.
 int plan_split(const plan_cluster_t *c, plan_layout_t *l, char *err, size_t errlen);
+
+// When 1F1B's window binds (e->window_bound), raises l->window above S to the smallest that gives
+// the most tokens/s within every stage's memory, re-evaluating *e. The search itself keeps the
+// runtime's default window; this is applied to its result. 1 when the window changed.
+int plan_widen_window(const plan_cluster_t *c, plan_layout_t *l, plan_eval_t *e);
 
 // Even layer split of L blocks into S stages (the first L mod S stages get one more).
 void plan_even_cuts(int L, int S, int *cut);

@@ -84,6 +84,13 @@ static int s_node_cmp(const void *a, const void *b) {
     return 0;
 }
 
+int plan_stage_window(plan_schedule_t schedule, int M, int S, int window, int s) {
+    if (schedule == PLAN_GPIPE) return M;
+    int w = (window > 0 ? window : S) - s;
+    if (w < 1) w = 1;
+    return w < M ? w : M;
+}
+
 int plan_validate(const plan_t *p, char *err, size_t errlen) {
     if (p->layers < 1 || p->layers > PLAN_MAX_LAYERS) {
         s_errf(err, errlen, "layers %d is out of range [1, %d]", p->layers, PLAN_MAX_LAYERS);
@@ -99,6 +106,11 @@ int plan_validate(const plan_t *p, char *err, size_t errlen) {
     }
     if (p->micro_batch < 1 || p->micro_batches < 1) {
         s_errf(err, errlen, "micro_batch and micro_batches must be >= 1 (have %d and %d)", p->micro_batch,
+               p->micro_batches);
+        return -1;
+    }
+    if (p->window < 0 || p->window > p->micro_batches || (p->window && p->schedule != PLAN_1F1B)) {
+        s_errf(err, errlen, "window %d: must be 1..micro_batches (%d), and only with schedule 1f1b", p->window,
                p->micro_batches);
         return -1;
     }
@@ -211,7 +223,7 @@ static int s_tokens(char *s, char **tok) {
     }
 }
 
-enum { F_LAYERS = 1, F_SCHEDULE = 2, F_MB = 4, F_MBS = 8, F_STEP = 16, F_TOKS = 32, F_ROUTING = 64 };
+enum { F_LAYERS = 1, F_SCHEDULE = 2, F_MB = 4, F_MBS = 8, F_STEP = 16, F_TOKS = 32, F_ROUTING = 64, F_WINDOW = 128 };
 
 // One line (comment already stripped, tokenised). Returns 0 or -1 with the reason in why.
 static int s_line(plan_t *p, char **tok, int nt, unsigned *seen, char *why, size_t wl) {
@@ -225,6 +237,7 @@ static int s_line(plan_t *p, char **tok, int nt, unsigned *seen, char *why, size
     else if (!strcmp(k, "predicted_step_s")) want = 2, flag = F_STEP;
     else if (!strcmp(k, "predicted_tokens_per_s")) want = 2, flag = F_TOKS;
     else if (!strcmp(k, "routing")) want = 2, flag = F_ROUTING;
+    else if (!strcmp(k, "window")) want = 2, flag = F_WINDOW;
     else if (!strcmp(k, "stage")) want = 4;
     else if (!strcmp(k, "node")) want = 6;
     else if (!strcmp(k, "loco-plan")) {
@@ -251,6 +264,7 @@ static int s_line(plan_t *p, char **tok, int nt, unsigned *seen, char *why, size
     case F_MBS: return s_int(tok[1], "micro_batches", 1, 1 << 20, &p->micro_batches, why, wl);
     case F_STEP: return s_real(tok[1], "predicted_step_s", &p->predicted_step_s, why, wl);
     case F_TOKS: return s_real(tok[1], "predicted_tokens_per_s", &p->predicted_tokens_per_s, why, wl);
+    case F_WINDOW: return s_int(tok[1], "window", 1, 1 << 20, &p->window, why, wl);
     case F_ROUTING:
         if (!strcmp(tok[1], "random")) p->routing = PLAN_ROUTE_RANDOM;
         else if (!strcmp(tok[1], "chain")) p->routing = PLAN_ROUTE_CHAIN;
@@ -449,6 +463,7 @@ int plan_format(const plan_t *p, char *buf, size_t buflen) {
     int rc = s_put(buf, buflen, &at, "loco-plan 1\nlayers %d\nschedule %s\nmicro_batch %d\nmicro_batches %d\n",
                    p->layers, p->schedule == PLAN_GPIPE ? "gpipe" : "1f1b", p->micro_batch, p->micro_batches);
     if (rc == 0 && p->routing == PLAN_ROUTE_CHAIN) rc = s_put(buf, buflen, &at, "routing chain\n");
+    if (rc == 0 && p->window > 0) rc = s_put(buf, buflen, &at, "window %d\n", p->window);
     for (int s = 0; rc == 0 && s < p->n_stages && s < PLAN_MAX_STAGES; s++)
         rc = s_put(buf, buflen, &at, "stage %d %d %d\n", s, p->stages[s].l0, p->stages[s].l1);
     // Nodes in (stage, replica) order, whatever order the caller holds them in, so the same layout

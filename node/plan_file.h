@@ -14,6 +14,10 @@
 //                                  r of stage s sends to replica r of stage s+1 (R pipelines that the
 //                                  outer steps join, what `loco plan` models and writes when R > 1);
 //                                  random: any live replica of the next stage
+//   window 6                       optional, 1f1b only: micro-batches stage 0 keeps in flight (1..M;
+//                                  absent: min(M, S)); stage s holds up to min(M, window − s). More
+//                                  than S covers a round trip over slow links, at the memory of the
+//                                  extra activations (`loco plan` raises it when the window binds)
 //   stage 0 0 5                    stage index, first block l0, end block l1 (blocks [l0, l1))
 //   stage 1 5 12                   stages are listed in order and tile [0, L) without gaps
 //   node a1 <64 hex peer id> 0 0 tcp://10.0.0.1:7100
@@ -60,7 +64,12 @@ typedef struct {
     double predicted_step_s;      // 0 when absent
     double predicted_tokens_per_s;
     plan_routing_t routing;       // random when the file has no routing line
+    int window;                   // 1F1B window (micro-batches in flight at stage 0); 0: min(M, S)
 } plan_t;
+
+// Micro-batches stage s keeps in flight (activation slots for its own micro-batches): GPipe all M;
+// 1F1B min(M, W − s), at least 1, with W the plan's window or S.
+int plan_stage_window(plan_schedule_t schedule, int M, int S, int window, int s);
 
 // Parses and validates a plan file. 0, or -1 with err naming the file, line and what is wrong.
 // On success p->nodes is sorted by (stage, replica); plan_find indexes into that order.
@@ -76,8 +85,8 @@ int plan_validate(const plan_t *p, char *err, size_t errlen);
 int plan_write(const char *path, const plan_t *p, char *err, size_t errlen);
 // Canonical text into buf (NUL-terminated); returns its length, or -1 when buf is too small.
 // Nodes are written in (stage, replica) order; predicted figures with 6 significant digits and only
-// when > 0, so format(parse(format(p))) == format(p). The routing line only when chain (a plan
-// without it hashes as before the line existed).
+// when > 0, so format(parse(format(p))) == format(p). The routing line only when chain and the
+// window line only when set (a plan without them hashes as before the lines existed).
 int plan_format(const plan_t *p, char *buf, size_t buflen);
 // SHA-256 of the canonical text (what the run fingerprint holds).
 void plan_hash(const plan_t *p, uint8_t out[32]);

@@ -19,6 +19,7 @@ static double s_send(chan_t *ch, double t, double bytes) {
 
 typedef struct {
     int S, M, W;              // stages, micro-batches, stage 0's window
+    int cap[PLAN_MAX_STAGES]; // micro-batches a middle stage may hold (node/pipe.c's slots)
     double f[PLAN_MAX_STAGES], b[PLAN_MAX_STAGES];
     chan_t fwd[PLAN_MAX_STAGES], bwd[PLAN_MAX_STAGES]; // boundary s → s+1 and back
     chan_t wgrad, wte;        // last → 0, 0 → last
@@ -63,7 +64,7 @@ static void s_step(pipe_sim_t *p, step_state_t *st, const double *start, double 
                     if (a < tf) tf = a, mf = m;
                 }
             }
-            int cap = s == 0 ? p->W : s == S - 1 ? 1 : (M < S - s ? M : S - s);
+            int cap = s == 0 ? p->W : s == S - 1 ? 1 : p->cap[s];
             int busy_slots = s == 0 ? inflight : held[s];
             if (busy_slots >= cap) tf = INFINITY;
             double rb = tb > free_at[s] ? tb : free_at[s], rf = tf > free_at[s] ? tf : free_at[s];
@@ -148,7 +149,8 @@ int plan_simulate(const plan_cluster_t *c, const plan_layout_t *l, int steps, pl
     double C = c->model.d_model, T = c->model.seq_len, V = c->model.vocab, tok = (double)c->micro_batch * T;
     double worst = 0, worst_first = 0, busy[PLAN_MAX_STAGES] = {0};
     for (int r = 0; r < R; r++) {
-        pipe_sim_t p = {.S = S, .M = M, .W = c->schedule == PLAN_GPIPE ? M : (M < S ? M : S)};
+        pipe_sim_t p = {.S = S, .M = M, .W = plan_stage_window(c->schedule, M, S, l->window, 0)};
+        for (int s = 0; s < S; s++) p.cap[s] = plan_stage_window(c->schedule, M, S, l->window, s);
         p.act_bytes = 4.0 * tok * C + 4.0 * tok; // activations and their targets
         p.grad_bytes = 4.0 * tok * C;
         p.wte_bytes = 4.0 * V * C;

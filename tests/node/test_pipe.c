@@ -234,6 +234,8 @@ static int s_send_bad(const plan_t *pl, int as, int to, const uint8_t fp[32], co
 
 // S stages × R replicas (R > 1: routing chain, R independent pipelines on the same data stream, so
 // each must equal the single node).
+static int s_window; // the plan's 1F1B window for the next s_check_pipeline (0: the default)
+
 static void s_check_pipeline(int S, int R, const int *cuts, int M, plan_schedule_t sch, int bad) {
     s_make_data(64);
     loco_config_t c;
@@ -241,6 +243,7 @@ static void s_check_pipeline(int S, int R, const int *cuts, int M, plan_schedule
     int mb = 2;
     plan_t *pl = malloc(sizeof *pl);
     s_plan(pl, S, R, cuts, c.model.layers, mb, M, sch);
+    pl->window = s_window;
     int N = S * R;
 
     // The single node: `loco train` with batch M·B, same seed, same stream.
@@ -328,6 +331,14 @@ Test(pipe, two_chained_pipelines_each_equal_one_node, .timeout = 120) {
 Test(pipe, three_stages_1f1b_equal_one_node, .timeout = 120) {
     int cuts[] = {0, 1, 3, 4};
     s_check_pipeline(3, 1, cuts, 4, PLAN_1F1B, 0);
+}
+
+// A window above S (plan file `window`): stage 0 keeps all 5 micro-batches in flight, stage 1 four.
+Test(pipe, three_stages_1f1b_wide_window_equal_one_node, .timeout = 120) {
+    int cuts[] = {0, 1, 3, 4};
+    s_window = 5;
+    s_check_pipeline(3, 1, cuts, 5, PLAN_1F1B, 0);
+    s_window = 0;
 }
 
 Test(pipe, three_stages_gpipe_equal_one_node, .timeout = 120) {

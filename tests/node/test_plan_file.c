@@ -373,3 +373,35 @@ Test(plan_file, routing_line) {
     cr_assert_eq(plan_validate(&p, err, sizeof err), -1);
     cr_assert_not_null(strstr(err, "routing"), "%s", err);
 }
+
+Test(plan_file, window_line) {
+    static plan_t p, q;
+    s_parse_ok(s_good, &p);
+    cr_assert_eq(p.window, 0, "no window line: the default");
+    char text[4096];
+    const char *at = strstr(s_good, "stage 0 0 5");
+    snprintf(text, sizeof text, "%.*swindow 6\n%s", (int)(at - s_good), s_good, at);
+    s_parse_ok(text, &q);
+    cr_assert_eq(q.window, 6);
+    uint8_t h0[32], h1[32];
+    plan_hash(&p, h0);
+    plan_hash(&q, h1);
+    cr_assert_neq(memcmp(h0, h1, 32), 0, "the window is part of the hash");
+    static char buf[PLAN_TEXT_MAX];
+    cr_assert_gt(plan_format(&q, buf, sizeof buf), 0);
+    cr_assert_not_null(strstr(buf, "micro_batches 8\nwindow 6\nstage 0 0 5\n"), "%s", buf);
+    cr_assert_gt(plan_format(&p, buf, sizeof buf), 0);
+    cr_assert_null(strstr(buf, "window"), "the default is not written: %s", buf);
+    s_refused("stage 0 0 5", "window 9\nstage 0 0 5", 0, "window 9");             // > micro_batches
+    s_refused("stage 0 0 5", "window 0\nstage 0 0 5", 7, "window");               // < 1
+    s_refused("schedule 1f1b", "schedule gpipe\nwindow 2", 0, "only with schedule 1f1b");
+    s_refused("stage 0 0 5", "window 2\nwindow 3\nstage 0 0 5", 8, "given twice");
+    // What each stage holds: 1F1B min(M, W − s) (at least 1), GPipe M.
+    cr_expect_eq(plan_stage_window(PLAN_1F1B, 8, 2, 0, 0), 2);
+    cr_expect_eq(plan_stage_window(PLAN_1F1B, 8, 2, 0, 1), 1);
+    cr_expect_eq(plan_stage_window(PLAN_1F1B, 8, 2, 6, 0), 6);
+    cr_expect_eq(plan_stage_window(PLAN_1F1B, 8, 4, 6, 3), 3);
+    cr_expect_eq(plan_stage_window(PLAN_1F1B, 3, 4, 0, 0), 3);
+    cr_expect_eq(plan_stage_window(PLAN_1F1B, 8, 4, 2, 3), 1);
+    cr_expect_eq(plan_stage_window(PLAN_GPIPE, 8, 4, 0, 2), 8);
+}

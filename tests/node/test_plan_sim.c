@@ -161,3 +161,44 @@ Test(plan_sim, closed_form_against_simulation_on_random_clusters, .timeout = 120
     cr_assert_gt(n, 250);
     cr_expect_lt(sum / n, 0.10, "the closed form and the simulation disagree by %.1f%% on average", 100 * sum / n);
 }
+
+// The same slow link: plan_widen_window raises the window until it no longer binds; the closed form
+// and the simulation both get faster and still agree.
+Test(plan_sim, a_wider_window_covers_the_round_trip) {
+    static plan_cluster_t c;
+    s_cluster(&c, 2, 8, 16, 1e18, 0);
+    plan_layout_t l;
+    s_pipeline(&l, 2, 8);
+    plan_eval_t e;
+    cr_assert_eq(plan_eval(&c, &l, &e), 0);
+    s_cluster(&c, 2, 8, 16, 1e18, 3 * e.t[0]);
+    cr_assert_eq(plan_eval(&c, &l, &e), 0);
+    cr_assert(e.window_bound);
+    plan_sim_t before, after;
+    char err[200];
+    cr_assert_eq(plan_simulate(&c, &l, 3, &before, err, sizeof err), 0, "%s", err);
+    double step0 = e.step_s;
+    cr_assert_eq(plan_widen_window(&c, &l, &e), 1);
+    cr_assert_eq(plan_simulate(&c, &l, 3, &after, err, sizeof err), 0, "%s", err);
+    printf("window %d: closed form %.4g -> %.4g s, simulated %.4g -> %.4g s\n", l.window, step0, e.step_s,
+           before.pipe_s, after.pipe_s);
+    // A round trip is 2 t + 2 k = 8 t: 8 micro-batches in flight keep stage 0 busy.
+    cr_expect_eq(l.window, 8);
+    cr_expect(!e.window_bound);
+    cr_expect_lt(e.step_s, 0.5 * step0);
+    cr_expect_lt(after.pipe_s, 0.5 * before.pipe_s);
+    cr_expect(fabs(after.first_step_s - e.makespan_s) <= 0.05 * e.makespan_s, "simulated %g vs closed form %g",
+              after.first_step_s, e.makespan_s);
+    // With memory for only 5 in flight at stage 0, it stops there.
+    for (int a = 0; a < 2; a++) c.node[a].mem = 0;
+    plan_layout_t m;
+    s_pipeline(&m, 2, 8);
+    m.window = 5;
+    plan_eval_t em;
+    cr_assert_eq(plan_eval(&c, &m, &em), 0);
+    for (int a = 0; a < 2; a++) c.node[a].mem = em.mem_need[0] > em.mem_need[1] ? em.mem_need[0] : em.mem_need[1];
+    m.window = 0;
+    cr_assert_eq(plan_eval(&c, &m, &em), 0);
+    cr_assert_eq(plan_widen_window(&c, &m, &em), 1);
+    cr_expect_eq(m.window, 5, "memory allows 5, got %d", m.window);
+}
