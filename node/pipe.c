@@ -431,20 +431,24 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
     // it is too far ahead to keep: a stage that fell far behind catches up on the ENDs. (An ACT far
     // ahead is only dropped: it says the same, but ENDs are what a sender sends every stage node.)
     if (type == PIPE_MSG_END && step + 1 > p->peers[from].ahead) p->peers[from].ahead = step + 1;
-    // An ACT far ahead says its sender is through with every earlier step (a node restarted from an
-    // older checkpoint steps through those empty, then takes the ACT when it comes again).
-    if (type == PIPE_MSG_ACT && step > p->step + 8 && step > p->peers[from].ahead) p->peers[from].ahead = step;
-    // AT: the next stage is at `step`; when that is past ours, this node restarted behind: skip ahead.
+    // AT: the next stage's node is at `step`. It is normally at ours or one past (it finishes a step
+    // while we wait for the wte gradient); further past ours: this node restarted behind, skip ahead
+    // to it. Behind ours (it restarted from an older checkpoint): an END of our last finished step
+    // lets it step through to ours (an END is what says a step is over; an ACT alone is never
+    // trusted so).
     if (type == PIPE_MSG_AT) {
-        if (step > p->step && step > p->skip_to) p->skip_to = step;
+        if (step > p->step + 1 && step > p->skip_to) p->skip_to = step;
+        else if (step + 1 < p->step)
+            s_send(p, from, PIPE_MSG_END, p->step - 1, 0, 0, 0, 0.0f, NULL, 0, NULL, 0);
         p->peers[from].heard_ms = s_mono_ms();
         p->st.recv++;
         p->st.bytes_recv += PIPE_HDR_SIZE;
         return;
     }
-    // An ACT of a step this node finished: its sender restarted behind; tell it where we are (at most
-    // every 500 ms per sender).
-    if (type == PIPE_MSG_ACT && step < p->step && s_mono_ms() - p->peers[from].at_sent_ms > 500) {
+    // An ACT of a step this node finished, or far ahead of it: one of the two restarted behind the
+    // other; tell the sender where we are (at most every 500 ms per sender).
+    if (type == PIPE_MSG_ACT && (step < p->step || step > p->step + 8) &&
+        s_mono_ms() - p->peers[from].at_sent_ms > 500) {
         p->peers[from].at_sent_ms = s_mono_ms();
         s_send(p, from, PIPE_MSG_AT, p->step, 0, 0, 0, 0.0f, NULL, 0, NULL, 0);
     }

@@ -82,8 +82,9 @@
 #define PIPE_PROTOCOL_VERSION 1
 
 // AT (no frames): the sender, a node of the next stage, is at `step`; sent in answer to an ACT of a
-// finished step, so that a node that restarted from an older checkpoint skips to where the stages
-// after it are (pipe_step returns 3).
+// finished step or one far ahead. The receiver, when behind, skips to that step (pipe_step returns
+// 3); when ahead, it answers with an END of its last finished step, so that a node restarted from an
+// older checkpoint steps through to it.
 enum { PIPE_MSG_ACT = 1, PIPE_MSG_GRAD = 2, PIPE_MSG_END = 3, PIPE_MSG_WGRAD = 4, PIPE_MSG_WTE = 5, PIPE_MSG_AT = 6 };
 
 // Why a received message was dropped (counter indices; names in pipe_drop_name).

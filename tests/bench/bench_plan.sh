@@ -224,6 +224,8 @@ for SLOW in $RATES; do
     # Alternatives: the chosen nodes with an even split; file order (islands interleaved) with an even
     # split at the chosen count and at every other count; node 1 alone.
     [ "$S" -gt 1 ] && plan_file "$D/even.plan" "$S" "$chosen_nodes" "$(even_cuts "$S")"
+    # The chosen layout at 1F1B's default window, when the planner raised it (a 'window' line).
+    grep -q '^window ' "$D/chosen.plan" && grep -v '^window ' "$D/chosen.plan" >"$D/chosen-w0.plan"
     for s in $(seq 1 "$N"); do
         [ "$s" = "$S" ] && name=naive || name="order-S$s"
         [ "$s" = 1 ] && name=alone

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A pipeline stage killed with -9 and restarted (issue 9), tiny model, 2 stages, threads = 1,
 # [train] checkpoint_every = 50 (every stage checkpoints at the same steps):
-#  1. stage 1 is killed past step 410 and restarted: it resumes from its checkpoint (step 400 or
-#     later), the upstream stage's micro-batches reach it again and both finish every step.
+#  1. stage 1 is killed past step 425 and restarted: it resumes from its checkpoint at step 400, more
+#     than the 8-step window behind stage 0, whose micro-batches it answers with AT; stage 0 sends it
+#     an END of its last finished step, it steps through to it and both finish every step.
 #  2. stage 0 is killed the same way and restarted: it resumes from its checkpoint, behind stage 1,
 #     which answers its old micro-batches with AT: stage 0 skips ahead to stage 1's step (the steps
 #     in between are lost on stage 0 only) and both finish.
@@ -89,14 +90,14 @@ stage 1 1 2
 node s0 ${ID[a1]} 0 0 tcp://127.0.0.1:${Q[a1]}
 node s1 ${ID[a2]} 1 0 tcp://127.0.0.1:${Q[a2]}
 PLAN
-# restart VICTIM: both stages from scratch (fresh checkpoint dirs), VICTIM killed past step 410 and
+# restart VICTIM: both stages from scratch (fresh checkpoint dirs), VICTIM killed past step 425 and
 # restarted; waits for both to finish.
 restart() {
     local v=$1
     rm -rf "$W/a/ck1" "$W/a/ck2" "$W/a/m1.jsonl" "$W/a/m2.jsonl"
     start a 1 "$W/plan2" --set train.steps=$STEPS --set train.checkpoint_every=50
     start a 2 "$W/plan2" --set train.steps=$STEPS --set train.checkpoint_every=50
-    wait_for 60 "stage $((v - 1)) at step 410" grep -qs '"step":410' "$W/a/m$v.jsonl"
+    wait_for 60 "stage $((v - 1)) at step 425" grep -qs '"step":425' "$W/a/m$v.jsonl"
     kill -9 "${PID[a$v]}"
     wait "${PID[a$v]}" 2>/dev/null
     mv "$W/a/log$v" "$W/a/log$v.first"
