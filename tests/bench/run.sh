@@ -85,6 +85,11 @@ echo
 echo "== placement: predicted vs measured step times of pipeline layouts, 8 nodes in namespaces (issue 9) =="
 # Needs root, deploy/wan-sim.sh and as many idle cores as nodes (one thread each): N=8 wants 16, so
 # opt-in: BENCH_PLAN=1 make bench (N defaults to 2 here), or run tests/bench/bench_plan.sh alone.
+if [ "${BENCH_WAN:-0}" = 1 ]; then # 1F1B's window over a capped link, 2 nodes, about 20 s
+    LOCO_BIN="$BUILD/loco" bash tests/bench/bench_window.sh
+else
+    echo "1F1B window skipped (root): set BENCH_WAN=1, or run tests/bench/bench_window.sh"
+fi
 if [ "${BENCH_PLAN:-0}" = 1 ]; then
     LOCO_BIN="$BUILD/loco" bash tests/bench/bench_plan.sh
 else
