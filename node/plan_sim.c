@@ -33,13 +33,25 @@ typedef struct {
     int fwd_done[PLAN_MAX_STAGES][PLAN_SIM_MAX_MB], bwd_done[PLAN_MAX_STAGES][PLAN_SIM_MAX_MB];
 } step_state_t;
 
+// A backward of micro-batch m at stage s ending at `end`: its gradient goes upstream (at stage 0
+// the micro-batch is done and leaves the window).
+static void s_backward_done(pipe_sim_t *p, step_state_t *st, int s, int m, double end, int *held, int *inflight) {
+    st->bwd_done[s][m] = 1;
+    if (s > 0) {
+        st->grad_at[s - 1][m] = s_send(&p->bwd[s - 1], end, p->grad_bytes);
+        held[s]--;
+    } else {
+        (*inflight)--;
+    }
+}
+
 // One step of one pipeline. start[s]: when stage s may begin it (stage 0: after its previous step;
 // a middle stage: when it finished its previous one; the last stage: when the new wte arrived).
 // Writes next[s], when stage s may begin the next step; busy[s] += compute time.
 static void s_step(pipe_sim_t *p, step_state_t *st, const double *start, double *next, double *busy) {
     int S = p->S, M = p->M;
     double free_at[PLAN_MAX_STAGES];
-    int issued = 0, inflight = 0, done0 = 0, held[PLAN_MAX_STAGES] = {0}, bdone[PLAN_MAX_STAGES] = {0};
+    int issued = 0, inflight = 0, held[PLAN_MAX_STAGES] = {0};
     for (int s = 0; s < S; s++) {
         free_at[s] = start[s];
         for (int m = 0; m < M; m++) {
@@ -80,15 +92,7 @@ static void s_step(pipe_sim_t *p, step_state_t *st, const double *start, double 
             double end = best_t + p->b[s];
             busy[s] += p->b[s];
             free_at[s] = end;
-            st->bwd_done[s][m] = 1;
-            bdone[s]++;
-            if (s > 0) {
-                st->grad_at[s - 1][m] = s_send(&p->bwd[s - 1], end, p->grad_bytes);
-                held[s]--;
-            } else {
-                inflight--;
-                done0++;
-            }
+            s_backward_done(p, st, s, m, end, held, &inflight);
         } else {
             st->fwd_done[s][m] = 1;
             if (s == 0) issued++, inflight++;
@@ -97,15 +101,7 @@ static void s_step(pipe_sim_t *p, step_state_t *st, const double *start, double 
                 double end = best_t + p->f[s] + p->b[s];
                 busy[s] += p->f[s] + p->b[s];
                 free_at[s] = end;
-                st->bwd_done[s][m] = 1;
-                bdone[s]++;
-                if (s > 0) {
-                    st->grad_at[s - 1][m] = s_send(&p->bwd[s - 1], end, p->grad_bytes);
-                    held[s]--;
-                } else {
-                    inflight--;
-                    done0++;
-                }
+                s_backward_done(p, st, s, m, end, held, &inflight);
             } else {
                 double end = best_t + p->f[s];
                 busy[s] += p->f[s];
@@ -123,8 +119,6 @@ static void s_step(pipe_sim_t *p, step_state_t *st, const double *start, double 
         double wt = s_send(&p->wte, next[0], p->wte_bytes);
         if (wt > next[S - 1]) next[S - 1] = wt;
     }
-    (void)done0;
-    (void)bdone;
 }
 
 int plan_simulate(const plan_cluster_t *c, const plan_layout_t *l, int steps, plan_sim_t *out, char *err,

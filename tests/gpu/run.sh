@@ -7,7 +7,7 @@
 #   tests/gpu/run.sh [OUTDIR]        (default: $OUT, else ./gpu-results)
 #
 # Results: run.log (everything), nvidia-smi.txt, test_gpu.log, cli.log, bench.jsonl, summary.txt,
-# sanitizer.log.
+# sanitizer.log, overlap.log.
 set -u
 cd "$(dirname "$0")/../.."
 OUTDIR=${1:-${OUT:-gpu-results}}
@@ -51,6 +51,8 @@ cat "$OUTDIR/nvidia-smi.txt" | head -20
 GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 say "card: ${GPU_NAME:-unknown}"
 
+rc_tests=0
+if [ "${ONLY:-}" != overlap ]; then
 say "1/3 GPU tests (GPU vs CPU, TF32 off)"
 timeout 240 env LD_LIBRARY_PATH="$LIBPATH" "$BUILD/tests/model/test_gpu" --jobs 1 --verbose \
     >"$OUTDIR/test_gpu.log" 2>&1
@@ -128,6 +130,16 @@ timeout 90 env LD_LIBRARY_PATH="$LIBPATH" "$CS" --tool memcheck --target-process
     >"$OUTDIR/sanitizer.log" 2>&1
 say "compute-sanitizer exit status $? (0: clean; 124: timed out)"
 grep -E "ERROR SUMMARY|Synthesis|Invalid|========= [A-Z]" "$OUTDIR/sanitizer.log" | head -20
+fi
 
-say "done in $((SECONDS - T0))s; GPU tests exit status $rc_tests; results in $OUTDIR"
+# ONLY=overlap runs just this step (a session with little device time left).
+say "5/5 overlapped swarm on the GPU: tests/integration/test_overlap.sh with every peer on device = cuda"
+timeout 150 env LD_LIBRARY_PATH="$LIBPATH" LOCO_BIN="$PWD/$BUILD/loco" LOCO_TEST_DEVICE=cuda PYTHON="$(command -v python3)" \
+    bash tests/integration/test_overlap.sh >"$OUTDIR/overlap.log" 2>&1
+rc_overlap=$?
+tail -n 30 "$OUTDIR/overlap.log"
+say "overlap on the GPU exit status $rc_overlap"
+
+say "done in $((SECONDS - T0))s; GPU tests exit status $rc_tests, overlap $rc_overlap; results in $OUTDIR"
+[ "$rc_overlap" = 0 ] || exit 1
 exit $rc_tests

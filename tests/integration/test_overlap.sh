@@ -9,6 +9,7 @@
 #  3. One peer of an overlapped NoLoCo swarm is killed mid-run: the others' exchanges time out or
 #     shrink, and they keep training and taking outer steps to the end.
 # Asserts on counters and log events, never on durations (time limits only catch hangs).
+# LOCO_TEST_DEVICE=cuda runs every peer on the GPU (tests/gpu/run.sh, with a CUDA build).
 set -u
 cd "$(dirname "$0")/../.."
 BIN=${LOCO_BIN:-$PWD/build/loco}
@@ -40,6 +41,7 @@ warmup = 20
 threads = 1
 eval_every = 0
 checkpoint_every = 0
+device = ${LOCO_TEST_DEVICE:-cpu}
 [outer]
 inner_steps = 10
 overlap = on
