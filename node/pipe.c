@@ -103,6 +103,13 @@ struct pipe_t {
     uint64_t drop_log_ms[PIPE_DROP_COUNT];
     uint64_t wait_log_ms;
     uint64_t skip_to;           // an AT said the next stage is at this step (> ours): skip to it
+    // Global gradient clipping (PIPE_MSG_NORM/TOTAL): on when [train] grad_clip > 0 and the stages
+    // form R separate pipelines (one replica each, or routing chain with equal counts).
+    int global_clip, up, down;  // up/down: the plan nodes of the same replica one stage before/after (-1)
+    double norm_in, total_in;
+    uint64_t norm_in_step, total_in_step; // step + 1 of the value held
+    uint64_t partial_log_ms;
+    volatile sig_atomic_t *stop; // of the pipe_apply in progress
 };
 
 static uint64_t s_mono_ms(void) {
@@ -118,8 +125,8 @@ const char *pipe_drop_name(pipe_drop_t d) {
 }
 
 static const char *s_type_name(int type) {
-    static const char *names[] = {"?", "ACT", "GRAD", "END", "WGRAD", "WTE", "AT"};
-    return type >= 1 && type <= 6 ? names[type] : "?";
+    static const char *names[] = {"?", "ACT", "GRAD", "END", "WGRAD", "WTE", "AT", "NORM", "TOTAL"};
+    return type >= 1 && type <= 8 ? names[type] : "?";
 }
 
 static const char *s_name(const pipe_t *p, int i) { return i >= 0 ? p->plan->nodes[i].name : "?"; }
@@ -322,7 +329,7 @@ void pipe_hdr_encode(const pipe_hdr_t *h, uint8_t out[PIPE_HDR_SIZE]) {
 
 int pipe_msg_check(const uint8_t *const *frames, const size_t *lens, int nframes, const pipe_shape_t *sh,
                    pipe_hdr_t *h, pipe_drop_t *reason, char *why, size_t wl) {
-    static const int want_frames[] = {0, 2, 1, 0, 1, 1, 0};
+    static const int want_frames[] = {0, 2, 1, 0, 1, 1, 0, 0, 0};
     memset(h, 0, sizeof *h);
     if (nframes < 1 || nframes > 3 || lens[0] != PIPE_HDR_SIZE) {
         *reason = PIPE_DROP_FRAMES;
@@ -331,7 +338,7 @@ int pipe_msg_check(const uint8_t *const *frames, const size_t *lens, int nframes
     }
     const uint8_t *b = frames[0];
     int type = net_get_u16(b + 6);
-    if (memcmp(b, "LPIP", 4) != 0 || net_get_u16(b + 4) != PIPE_PROTOCOL_VERSION || type < 1 || type > PIPE_MSG_AT ||
+    if (memcmp(b, "LPIP", 4) != 0 || net_get_u16(b + 4) != PIPE_PROTOCOL_VERSION || type < 1 || type > PIPE_MSG_TOTAL ||
         (net_get_u32(b + 40) != 0 && type != PIPE_MSG_END && type != PIPE_MSG_WGRAD)) {
         *reason = PIPE_DROP_HEADER;
         snprintf(why, wl, "bad magic, version %u, type %d or count", net_get_u16(b + 4), type);
@@ -355,7 +362,7 @@ int pipe_msg_check(const uint8_t *const *frames, const size_t *lens, int nframes
         return -1;
     }
     size_t e1 = type == PIPE_MSG_ACT || type == PIPE_MSG_GRAD ? sh->act_n * 4
-              : type == PIPE_MSG_END || type == PIPE_MSG_AT ? 0 : sh->wte_n * 4;
+              : type == PIPE_MSG_END || type >= PIPE_MSG_AT ? 0 : sh->wte_n * 4;
     size_t e2 = type == PIPE_MSG_ACT ? sh->tok_n * 4 : 0;
     if (nframes - 1 != want_frames[type] || h->B != sh->B || h->T != sh->T || h->n1 != e1 || h->n2 != e2 ||
         (nframes > 1 && lens[1] != e1) || (nframes > 2 && lens[2] != e2)) {
@@ -413,8 +420,8 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
     uint32_t origin = hd.origin, mb = hd.mb, count = hd.count;
     float loss = hd.loss;
     int fs = p->plan->nodes[from].stage;
-    static const int from_stage_delta[] = {0, -1, +1, -1, 0, 0, +1};
-    int ok_sender = type <= 3 || type == PIPE_MSG_AT ? fs == p->stage + from_stage_delta[type]
+    static const int from_stage_delta[] = {0, -1, +1, -1, 0, 0, +1, +1, -1};
+    int ok_sender = type <= 3 || type >= PIPE_MSG_AT ? fs == p->stage + from_stage_delta[type]
                   : type == PIPE_MSG_WGRAD ? p->stage == 0 && fs == p->S - 1 && p->S > 1
                                            : p->stage == p->S - 1 && fs == 0 && p->S > 1;
     if (!ok_sender) {
@@ -443,6 +450,13 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
         p->peers[from].heard_ms = s_mono_ms();
         p->st.recv++;
         p->st.bytes_recv += PIPE_HDR_SIZE;
+        return;
+    }
+    // A NORM of a step this node finished (the next stage restarted behind and steps through the
+    // steps it missed): its own sum comes back as the total at once, instead of a wait for nothing.
+    if (type == PIPE_MSG_NORM && step < p->step && from == p->down) {
+        if (s_send(p, from, PIPE_MSG_TOTAL, step, origin, mb, 0, 0.0f, NULL, 0, NULL, 0) != 0) p->st.undelivered++;
+        p->peers[from].heard_ms = s_mono_ms();
         return;
     }
     // An ACT of a step this node finished, or far ahead of it: one of the two restarted behind the
@@ -520,6 +534,21 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
         for (size_t i = 0; i < p->wte_n; i++) p->wgrad_sum[i] += f1[i];
         p->wgrad_n++;
         return;
+    case PIPE_MSG_NORM:
+    case PIPE_MSG_TOTAL: {
+        int norm = type == PIPE_MSG_NORM;
+        uint64_t bits = (uint64_t)origin << 32 | mb;
+        double v;
+        memcpy(&v, &bits, 8);
+        if (step != p->step || from != (norm ? p->down : p->up) || !(v >= 0) || !isfinite(v)) {
+            s_drop(p, PIPE_DROP_UNEXPECTED, from, "%s for step %llu at step %llu (value %g)", s_type_name(type),
+                   (unsigned long long)step, (unsigned long long)p->step, v);
+            return;
+        }
+        if (norm) p->norm_in = v, p->norm_in_step = step + 1;
+        else p->total_in = v, p->total_in_step = step + 1;
+        return;
+    }
     case PIPE_MSG_WTE:
         if (step + 1 <= p->wte_got || step > p->step) {
             s_drop(p, PIPE_DROP_UNEXPECTED, from, "WTE for step %llu at step %llu", (unsigned long long)step,
@@ -897,12 +926,79 @@ int pipe_grads(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop) {
     return 0;
 }
 
+// Sends a double to plan node `to` as NORM or TOTAL.
+static void s_send_sum(pipe_t *p, int to, int type, double v) {
+    uint64_t bits;
+    memcpy(&bits, &v, 8);
+    if (s_send(p, to, type, p->step, (uint32_t)(bits >> 32), (uint32_t)bits, 0, 0.0f, NULL, 0, NULL, 0) != 0)
+        p->st.undelivered++;
+}
+
+// Waits for *have_step to reach step + 1 (a NORM or TOTAL from node `from`): 1 when it came, 0 when
+// `from` is taken for dead or did not send within the timeout (then taken for dead), -1 on stop.
+static int s_wait_sum(pipe_t *p, const uint64_t *have_step, int from, volatile sig_atomic_t *stop) {
+    uint64_t t0 = s_mono_ms();
+    while (*have_step < p->step + 1) {
+        if (*stop) return -1;
+        s_check_gone(p);
+        if (p->peers[from].dead) return 0;
+        if (s_mono_ms() - t0 > (uint64_t)p->o.timeout_ms) {
+            s_mark_dead(p, from, "no gradient norm within the timeout");
+            return 0;
+        }
+        uint64_t w0 = s_mono_ms();
+        s_recv(p, 5);
+        p->st.wait_s += (double)(s_mono_ms() - w0) / 1000.0;
+    }
+    return 1;
+}
+
+// The global gradient norm of this step's pipeline: sums of squares go up (each stage adds its own
+// to what the next one sent), stage 0 has the total and sends it back down. With a part missing
+// (a node dead or late) the norm is of what came, counted and logged. 0, or -1 on stop.
+static int s_global_norm(pipe_t *p, const float *g, float *norm) {
+    volatile sig_atomic_t *stop = p->stop;
+    double sum = optim_grad_sumsq(g, p->len), total;
+    int whole = 1, r;
+    if (p->down >= 0) {
+        if ((r = s_wait_sum(p, &p->norm_in_step, p->down, stop)) < 0) return -1;
+        if (r) sum += p->norm_in;
+        whole &= r;
+    }
+    if (p->up >= 0) {
+        s_send_sum(p, p->up, PIPE_MSG_NORM, sum);
+        if ((r = s_wait_sum(p, &p->total_in_step, p->up, stop)) < 0) return -1;
+        total = r ? p->total_in : sum;
+        whole &= r;
+    } else {
+        total = sum;
+    }
+    if (p->down >= 0) s_send_sum(p, p->down, PIPE_MSG_TOTAL, total);
+    if (!whole) {
+        p->st.partial_norms++;
+        uint64_t now = s_mono_ms();
+        if (!p->partial_log_ms || now - p->partial_log_ms > 10000) {
+            p->partial_log_ms = now;
+            log_warn("pipe", "step %llu: part of the pipeline's gradient norm did not come: clipping by a partial "
+                     "norm (%llu steps so far)", (unsigned long long)p->step, (unsigned long long)p->st.partial_norms);
+        }
+    }
+    *norm = (float)sqrt(total);
+    return 0;
+}
+
 int pipe_apply(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop) {
     const loco_config_t *c = &t->cfg;
     float *g = t->model->grads + p->off, *w = t->model->params + p->off;
     t->lr = optim_lr_schedule(t->step, (uint64_t)c->warmup, (uint64_t)c->steps, c->lr, c->lr_min);
+    // Every stage takes part in the norm every step, with micro-batches or not (its part is then 0).
+    float gnorm = 0.0f;
+    p->stop = stop;
+    if (p->global_clip && s_global_norm(p, g, &gnorm) != 0) return 1;
     if (p->nproc > 0) { // with no micro-batch there is nothing to learn from: only the counter moves
-        t->grad_norm = optim_clip_grad_norm(g, p->len, c->grad_clip);
+        if (!p->global_clip) gnorm = optim_grad_norm(g, p->len);
+        optim_clip_to_norm(g, p->len, gnorm, c->grad_clip);
+        t->grad_norm = gnorm;
         // AdamW over the stage's range: a view into the trainer's moments (the checkpoint keeps them all).
         optim_adamw_t view = *t->opt;
         view.n = p->len;
@@ -1006,6 +1102,18 @@ pipe_t *pipe_new(const pipe_opts_t *o, trainer_t *t, char *err, size_t errlen) {
     p->nslots = p->stage == 0 ? ws : p->stage == p->S - 1 ? 1 : (p->R0 * ws + rs - 1) / rs;
     if (p->nslots < 1) p->nslots = 1;
     p->pend_max = 2 * p->R0 * p->M + 8;
+    // Global clipping needs R separate pipelines: the same replica count on every stage, and each
+    // replica feeding the same replica of the next stage (one replica, or routing chain).
+    p->up = p->down = -1;
+    int separate = p->S > 1 && t->cfg.grad_clip > 0;
+    for (int s = 0; s < p->S && separate; s++) separate = plan_replicas(pl, s) == p->R0;
+    separate = separate && (p->R0 == 1 || pl->routing == PLAN_ROUTE_CHAIN);
+    for (int i = 0; separate && i < pl->n_nodes; i++) {
+        if (pl->nodes[i].replica != p->replica) continue;
+        if (pl->nodes[i].stage == p->stage - 1) p->up = i;
+        if (pl->nodes[i].stage == p->stage + 1) p->down = i;
+    }
+    p->global_clip = separate;
     p->peers = calloc((size_t)pl->n_nodes, sizeof *p->peers);
     p->slots = calloc((size_t)p->nslots, sizeof *p->slots);
     p->pend = calloc((size_t)p->pend_max, sizeof *p->pend);
@@ -1065,6 +1173,11 @@ pipe_t *pipe_new(const pipe_opts_t *o, trainer_t *t, char *err, size_t errlen) {
                           (p->S > 1 && p->stage == p->S - 1 && s == 0)))
             s_dealer(p, i);
     }
+    if (p->S > 1 && t->cfg.grad_clip > 0)
+        log_info("pipe", "gradient clipping at %g by %s", t->cfg.grad_clip,
+                 p->global_clip ? "the pipeline's global norm (sums of squares up the stages, the total back down)"
+                                : "each stage's own norm (the replicas do not form separate pipelines: use "
+                                  "routing chain with the same replica count on every stage for a global norm)");
     log_info("pipe", "plan node %s: stage %d of %d (blocks %d..%d), replica %d of %d, %s, %d x %d micro-batches, "
              "%s routing, %d activation slot(s), listening on %s", pl->nodes[self].name, p->stage, p->S, p->l0, p->l1 - 1,
              p->replica, rs, gpipe ? "GPipe" : "1F1B", p->M, p->B, pl->routing == PLAN_ROUTE_CHAIN ? "chain" : "random",

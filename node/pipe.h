@@ -62,8 +62,11 @@
 // upstream node we wait on for END and it has been silent for timeout_ms. Any message from it
 // revives it. Gradients always go back to the node that sent the activation.
 //
-// Gradient clipping is per stage ([train] grad_clip on the norm of the stage's own range), not on
-// the global norm of the whole model.
+// Gradient clipping ([train] grad_clip) is by the global norm of the whole model, as one node
+// clips, when the stages form R separate pipelines (one replica per stage, or routing chain with the
+// same count on every stage): each step the sums of squares go up the pipeline (NORM) and the total
+// comes back down (TOTAL). With a part missing (a node dead or late) a stage clips by what came;
+// with replicas that share micro-batches (random routing) each stage clips by its own norm.
 #ifndef LOCO_NODE_PIPE_H
 #define LOCO_NODE_PIPE_H
 
@@ -85,7 +88,13 @@
 // finished step or one far ahead. The receiver, when behind, skips to that step (pipe_step returns
 // 3); when ahead, it answers with an END of its last finished step, so that a node restarted from an
 // older checkpoint steps through to it.
-enum { PIPE_MSG_ACT = 1, PIPE_MSG_GRAD = 2, PIPE_MSG_END = 3, PIPE_MSG_WGRAD = 4, PIPE_MSG_WTE = 5, PIPE_MSG_AT = 6 };
+// NORM and TOTAL (no frames; a double in origin (high 32 bits) and mb): the gradient's sum of
+// squares, going up the pipeline (stage s + 1 to s, each stage adding its own) and the whole
+// pipeline's sum coming back down, so that every stage clips by the global norm as one node would.
+enum {
+    PIPE_MSG_ACT = 1, PIPE_MSG_GRAD = 2, PIPE_MSG_END = 3, PIPE_MSG_WGRAD = 4, PIPE_MSG_WTE = 5, PIPE_MSG_AT = 6,
+    PIPE_MSG_NORM = 7, PIPE_MSG_TOTAL = 8
+};
 
 // Why a received message was dropped (counter indices; names in pipe_drop_name).
 typedef enum {
@@ -153,6 +162,7 @@ typedef struct {
     uint64_t drop[PIPE_DROP_COUNT];
     uint64_t undelivered;          // messages we gave up sending (their node gone or not connected)
     uint64_t skipped;              // inner steps skipped after restarting behind the next stage (AT)
+    uint64_t partial_norms;        // steps clipped by a partial norm (a NORM or TOTAL did not come in time)
     double wait_s;                 // time spent waiting for messages (pipeline bubbles)
 } pipe_stats_t;
 

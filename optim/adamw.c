@@ -58,7 +58,18 @@ void optim_adamw_update(optim_adamw_t *o, float *params, const float *grads, flo
     }
 }
 
-float optim_grad_norm(const float *grads, size_t n) {
+float optim_grad_norm(const float *grads, size_t n) { return (float)sqrt(optim_grad_sumsq(grads, n)); }
+
+void optim_clip_to_norm(float *grads, size_t n, float norm, float max_norm) {
+    if (!(max_norm > 0.0f)) return;
+    float coef = max_norm / (norm + 1e-6f);
+    if (coef < 1.0f) {
+        #pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++) grads[i] *= coef;
+    }
+}
+
+double optim_grad_sumsq(const float *grads, size_t n) {
     double s = 0.0;
     // Blocks summed in a fixed order so the result does not depend on the thread count.
     enum { BLK = 1 << 14 };
@@ -77,18 +88,12 @@ float optim_grad_norm(const float *grads, size_t n) {
         for (size_t b = 0; b < cnt; b++) s += part[b];
         done += cnt;
     }
-    return (float)sqrt(s);
+    return s;
 }
 
 float optim_clip_grad_norm(float *grads, size_t n, float max_norm) {
     float norm = optim_grad_norm(grads, n);
-    if (max_norm > 0.0f) {
-        float coef = max_norm / (norm + 1e-6f);
-        if (coef < 1.0f) {
-            #pragma omp parallel for schedule(static)
-            for (size_t i = 0; i < n; i++) grads[i] *= coef;
-        }
-    }
+    optim_clip_to_norm(grads, n, norm, max_norm);
     return norm;
 }
 

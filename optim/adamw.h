@@ -32,8 +32,13 @@ void optim_adamw_destroy(optim_adamw_t **self_p);
 // One update of params (n) with grads (n) at learning rate lr; increments step first.
 void optim_adamw_update(optim_adamw_t *o, float *params, const float *grads, float lr);
 
-// L2 norm of grads (n), accumulated in double.
+// L2 norm of grads (n), accumulated in double; its square (a part of a norm summed elsewhere, e.g.
+// over pipeline stages), the same sum before the root.
 float optim_grad_norm(const float *grads, size_t n);
+double optim_grad_sumsq(const float *grads, size_t n);
+// Scales grads by max_norm/(norm + 1e-6) when that is below 1, for a norm computed elsewhere (the
+// whole model's, of which grads is a part); max_norm ≤ 0 disables.
+void optim_clip_to_norm(float *grads, size_t n, float norm, float max_norm);
 // Scales grads by max_norm/norm when norm > max_norm (torch.nn.utils.clip_grad_norm_ semantics,
 // including its 1e-6 in the denominator). max_norm ≤ 0 disables. Returns the norm before clipping.
 float optim_clip_grad_norm(float *grads, size_t n, float max_norm);

@@ -75,7 +75,7 @@ static void s_config(loco_config_t *c) {
     c->lr_min = 3e-4f;
     c->warmup = 0;
     c->steps = 100;
-    c->grad_clip = 0; // per-stage clipping differs from global clipping by design: compare unclipped
+    c->grad_clip = 0; // off unless a test sets s_clip (stages then clip by the pipeline's global norm)
     c->threads = 1;
     c->eval_every = 0;
 }
@@ -150,12 +150,14 @@ static void *s_stage_thread(void *arg) {
     volatile sig_atomic_t stop = 0;
     for (int k = 0; k < NSTEP && a->rc == 0; k++) {
         if (pipe_grads(p, t, &stop) != 0) a->rc = -2;
+        a->loss[k] = t->loss;
+        if (a->rc == 0 && pipe_apply(p, t, &stop) != 0) a->rc = -3;
+        // After the step, as the single node's are read: clipped in place when clipping binds
+        // (AdamW leaves the gradients as they are).
         memset(a->grads[k], 0, t->model->num_params * sizeof(float));
         for (int q = 0; q < part.n; q++) // only the parts exist (all of it with one stage)
             memcpy(a->grads[k] + part.off[q], t->model->grads + part.off[q], part.len[q] * sizeof(float));
         if (part.n == 0) memcpy(a->grads[k], t->model->grads, t->model->num_params * sizeof(float));
-        a->loss[k] = t->loss;
-        if (a->rc == 0 && pipe_apply(p, t, &stop) != 0) a->rc = -3;
     }
     pipe_service(p, 300); // late bad messages are still counted
     pipe_stats(p, &a->st);
@@ -234,12 +236,14 @@ static int s_send_bad(const plan_t *pl, int as, int to, const uint8_t fp[32], co
 
 // S stages × R replicas (R > 1: routing chain, R independent pipelines on the same data stream, so
 // each must equal the single node).
-static int s_window; // the plan's 1F1B window for the next s_check_pipeline (0: the default)
+static int s_window;  // the plan's 1F1B window for the next s_check_pipeline (0: the default)
+static float s_clip;  // [train] grad_clip for the next s_check_pipeline (0: off)
 
 static void s_check_pipeline(int S, int R, const int *cuts, int M, plan_schedule_t sch, int bad) {
     s_make_data(64);
     loco_config_t c;
     s_config(&c);
+    c.grad_clip = s_clip;
     int mb = 2;
     plan_t *pl = malloc(sizeof *pl);
     s_plan(pl, S, R, cuts, c.model.layers, mb, M, sch);
@@ -257,7 +261,7 @@ static void s_check_pipeline(int S, int R, const int *cuts, int M, plan_schedule
     for (int k = 0; k < NSTEP; k++) {
         rl[k] = trainer_step(ref);
         rg[k] = malloc(np * sizeof(float));
-        memcpy(rg[k], ref->model->grads, np * sizeof(float)); // clipping is off: AdamW left them as they were
+        memcpy(rg[k], ref->model->grads, np * sizeof(float)); // clipped in place when clipping binds
     }
 
     stage_arg_t a[MAXN];
@@ -339,6 +343,22 @@ Test(pipe, three_stages_1f1b_wide_window_equal_one_node, .timeout = 120) {
     s_window = 5;
     s_check_pipeline(3, 1, cuts, 5, PLAN_1F1B, 0);
     s_window = 0;
+}
+
+// Clipping that binds every step (the single node's norms are about 1): the stages clip by the
+// pipeline's global norm (NORM up, TOTAL down), so the three steps still follow the single node.
+Test(pipe, three_stages_clip_by_the_global_norm_equal_one_node, .timeout = 120) {
+    int cuts[] = {0, 1, 3, 4};
+    s_clip = 0.05f;
+    s_check_pipeline(3, 1, cuts, 4, PLAN_1F1B, 0);
+    s_clip = 0;
+}
+
+Test(pipe, two_chained_pipelines_clip_each_by_its_norm, .timeout = 120) {
+    int cuts[] = {0, 2, 4};
+    s_clip = 0.05f;
+    s_check_pipeline(2, 2, cuts, 4, PLAN_1F1B, 0);
+    s_clip = 0;
 }
 
 Test(pipe, three_stages_gpipe_equal_one_node, .timeout = 120) {
