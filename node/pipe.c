@@ -438,13 +438,14 @@ static void s_handle(pipe_t *p, zmq_msg_t *fr, int nf) {
     // it is too far ahead to keep: a stage that fell far behind catches up on the ENDs. (An ACT far
     // ahead is only dropped: it says the same, but ENDs are what a sender sends every stage node.)
     if (type == PIPE_MSG_END && step + 1 > p->peers[from].ahead) p->peers[from].ahead = step + 1;
-    // AT: the next stage's node is at `step`. It is normally at ours or one past (it finishes a step
-    // while we wait for the wte gradient); further past ours: this node restarted behind, skip ahead
-    // to it. Behind ours (it restarted from an older checkpoint): an END of our last finished step
-    // lets it step through to ours (an END is what says a step is over; an ACT alone is never
-    // trusted so).
+    // AT: the next stage's node is at `step`, past the step of an ACT we sent it. It moves past a
+    // step only once we are through with it (our END, or our TOTAL and WTE), or once it gave up on
+    // us (taken for dead) — or when this node restarted behind it: either way our step is lost
+    // there, so skip ahead to its. Behind ours (it restarted from an older checkpoint): an END of
+    // our last finished step lets it step through to ours (an END is what says a step is over; an
+    // ACT alone is never trusted so).
     if (type == PIPE_MSG_AT) {
-        if (step > p->step + 1 && step > p->skip_to) p->skip_to = step;
+        if (step > p->step && step > p->skip_to) p->skip_to = step;
         else if (step + 1 < p->step)
             s_send(p, from, PIPE_MSG_END, p->step - 1, 0, 0, 0, 0.0f, NULL, 0, NULL, 0);
         p->peers[from].heard_ms = s_mono_ms();

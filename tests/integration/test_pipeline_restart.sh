@@ -122,6 +122,12 @@ restart 2
 echo "ok: stage 1 killed and restarted: resumed at step $at, both stages finished $STEPS steps"
 restart 1
 skip=$(grep -o "the next stage is at step [0-9]* .*skipping" "$W/a/log1" | head -1)
-[ -n "$skip" ] || fail "the restarted stage 0 never learned that stage 1 was ahead"
+# Killed past its newest checkpoint (the usual case), stage 0 resumes behind stage 1 and must skip;
+# killed right at one (a loaded machine can be that late to kill), there is nothing to skip.
+if [ -z "$skip" ]; then
+    grep -q "pipeline stage 0 replica 0: $((STEPS - at)) steps" "$W/a/log1" ||
+        fail "the restarted stage 0 never learned that stage 1 was ahead"
+    skip="none needed: killed at its step-$at checkpoint"
+fi
 echo "  stage 0: $skip"
-echo "ok: stage 0 killed and restarted: resumed at step $at behind stage 1, skipped ahead (AT), both finished $STEPS steps"
+echo "ok: stage 0 killed and restarted: resumed at step $at, skipped ahead to stage 1 (AT) when behind it, both finished $STEPS steps"
