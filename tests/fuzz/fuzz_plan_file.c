@@ -42,6 +42,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int nb = plan_format(&q, b, sizeof b);
     CHECK(nb == na && memcmp(a, b, (size_t)na) == 0);
     CHECK(q.n_stages == p.n_stages && q.n_nodes == p.n_nodes && q.layers == p.layers);
+    CHECK(q.window == p.window && q.routing == p.routing && q.schedule == p.schedule);
+    for (int s = 0; s < p.n_stages; s++) { // every stage holds at least one micro-batch, at most M
+        int w = plan_stage_window(p.schedule, p.micro_batches, p.n_stages, p.window, s);
+        CHECK(w >= 1 && w <= p.micro_batches);
+    }
     CHECK(memcmp(q.stages, p.stages, sizeof p.stages) == 0);
     CHECK(memcmp(q.nodes, p.nodes, sizeof p.nodes[0] * (size_t)p.n_nodes) == 0);
     uint8_t h1[32], h2[32];
