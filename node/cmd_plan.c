@@ -176,7 +176,7 @@ static void s_print_layout(const plan_cluster_t *c, const plan_layout_t *l, cons
                    (double)(l->R * l->S);
     printf(", %s per node; bottleneck: ", s_si(flops, "FLOP/s", b, sizeof b));
     if (e->window_bound) {
-        int W = c->micro_batches < l->S ? c->micro_batches : l->S;
+        int W = plan_stage_window(c->schedule, c->micro_batches, l->S, l->window, 0);
         double rt = 0;
         for (int s = 0; s < l->S; s++) rt += e->t[s] + (s + 1 < l->S ? 2.0 * e->k[s] : 0.0);
         printf("1F1B's window (%d micro-batches in flight, a round trip of %s)\n", W, s_time(rt, d, sizeof d));

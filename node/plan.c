@@ -278,6 +278,7 @@ typedef struct {
     double k[PLAN_MAX_STAGES]; // boundary s → s+1: α + message / β (its worst replica)
     double q[PLAN_MAX_STAGES]; // the same boundary's message / β: what bounds the micro-batch rate
     double wte;                // tied-embedding sync per step (0 when S = 1)
+    int window;                // the 1F1B window the split is for (0: min(M, S), what the search uses)
 } s_stages_t;
 
 static void s_stage_figures(const s_model_t *m, const int *nodes, int R, int s, s_stages_t *st) {
@@ -452,7 +453,7 @@ static int s_cmp_entry(const void *a, const void *b) {
 
 static int s_ok(const s_model_t *m, const s_stages_t *st, int s, int i, int j, double B) {
     if (s_stage_t(m, st->v[s], i, j) > B) return 0;
-    return s_stage_mem(m, s, st->S, st->R, i, j, 0) <= st->memhave[s];
+    return s_stage_mem(m, s, st->S, st->R, i, j, st->window) <= st->memhave[s];
 }
 
 // Is there a split with every stage time ≤ B (memory respected)?
@@ -510,7 +511,7 @@ static double s_split_mode(s_dp_t *d, const s_model_t *m, const s_stages_t *st, 
         S_FOR_J(s) {
             int ilo = s == 0 ? 0 : s, ihi = s == 0 ? 0 : j - 1;
             for (int i = ilo; i <= ihi; i++) {
-                if (s_stage_mem(m, s, S, R, i, j, 0) > st->memhave[s]) continue;
+                if (s_stage_mem(m, s, S, R, i, j, st->window) > st->memhave[s]) continue;
                 double t = s_stage_t(m, st->v[s], i, j);
                 if (t <= kmax) continue;
                 if (s_grow((void **)&d->cand, &d->ccap, nc + 1, sizeof(double))) return INFINITY;
@@ -582,7 +583,7 @@ static double s_split_mode(s_dp_t *d, const s_model_t *m, const s_stages_t *st, 
         size_t fin = (size_t)(S - 1) * (L + 1) + L;
         for (int q = 0; q < d->count[fin]; q++) {
             const s_entry_t *e = &d->pool[d->start[fin] + q];
-            double step = s_step(m, s_makespan(m, S, 0, e->sum, B) + st->wte, e->x);
+            double step = s_step(m, s_makespan(m, S, st->window, e->sum, B) + st->wte, e->x);
             if (balance ? (step <= thresh && e->sq < best_sq) : step < best) {
                 best = step;
                 best_sq = e->sq;
@@ -694,6 +695,7 @@ typedef struct {
     int (*perms)[PLAN_MAX_STAGES];
     struct s_combo *cand;
     size_t ncand, ccap;
+    int window;        // plan_split: the layout's 1F1B window (the search: 0)
 } s_search_t;
 
 #define S_COMBO_MAX 5000
@@ -910,6 +912,7 @@ static double s_assignment_step_mode(s_search_t *x, int slot[PLAN_MAX_STAGES][PL
     s_stages_t *st = &x->st;
     st->R = x->R;
     st->S = x->S;
+    st->window = x->window;
     if (!s_spans_islands(x, slot[0])) return INFINITY;
     for (int s = 0; s < x->S; s++) {
         s_stage_figures(&x->m, slot[s], x->R, s, st);
@@ -1170,6 +1173,7 @@ int plan_split(const plan_cluster_t *c, plan_layout_t *l, char *err, size_t errl
     }
     x->R = l->R;
     x->S = l->S;
+    x->window = l->window;
     int cut[PLAN_MAX_STAGES + 1];
     double step = (l->R >= 1 && l->S >= 1 && l->S <= c->model.layers && l->R * l->S <= c->n_nodes)
                       ? s_assignment_step(x, l->slot, cut)
@@ -1234,6 +1238,13 @@ int plan_widen_window(const plan_cluster_t *c, plan_layout_t *l, plan_eval_t *e)
         if (!te.window_bound) break;
     }
     if (best.window == l->window) return 0;
+    // The split was best for the old window: split again for the new one and keep the better.
+    plan_layout_t re = best;
+    plan_eval_t ree;
+    char why[200];
+    if (plan_split(c, &re, why, sizeof why) == 0 && plan_eval(c, &re, &ree) == 0 && ree.feasible &&
+        ree.tokens_per_s > be.tokens_per_s * (1 + 1e-9))
+        best = re, be = ree;
     *l = best;
     *e = be;
     return 1;
