@@ -1,12 +1,16 @@
 #include "net/node.h"
 
 #include <errno.h>
+#include <netdb.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "net/fingerprint.h"
@@ -1525,3 +1529,54 @@ int net_node_send_raw(net_node_t *n, const uint8_t peer[32], const void *const *
 }
 
 uint64_t net_node_next_seq(const net_node_t *n) { return n->seq; }
+
+// ---------------------------------------------------------------------------------------------
+// Reachability
+
+int net_tcp_check(const char *endpoint, int timeout_ms, char *why, size_t wlen) {
+    char host[256];
+    const char *p = strlen(endpoint) >= 6 ? endpoint + 6 : endpoint, *colon = strrchr(p, ':');
+    if (strncmp(endpoint, "tcp://", 6) != 0 || !colon || colon == p || (size_t)(colon - p) >= sizeof host) {
+        snprintf(why, wlen, "not a tcp://host:port endpoint");
+        return -1;
+    }
+    memcpy(host, p, (size_t)(colon - p));
+    host[colon - p] = '\0';
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') { // tcp://[::1]:7700
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    int g = getaddrinfo(host, colon + 1, &hints, &ai);
+    if (g != 0 || !ai) {
+        snprintf(why, wlen, "cannot resolve '%s': %s", host, gai_strerror(g));
+        return -1;
+    }
+    int rc = -1, e = 0;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(why, wlen, "socket: %s", strerror(errno));
+    } else if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+        rc = 0;
+    } else if (errno != EINPROGRESS) {
+        e = errno;
+    } else {
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        if (poll(&pfd, 1, timeout_ms) == 1) {
+            socklen_t el = sizeof e;
+            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) != 0) e = errno;
+            if (e == 0) rc = 0;
+        } else {
+            if (timeout_ms % 1000 == 0) snprintf(why, wlen, "no answer within %d s", timeout_ms / 1000);
+            else snprintf(why, wlen, "no answer within %.1f s", timeout_ms / 1000.0);
+        }
+    }
+    if (rc != 0 && e) {
+        if (e == ECONNREFUSED) snprintf(why, wlen, "connection refused (nothing listens on that port)");
+        else snprintf(why, wlen, "%s", strerror(e));
+    }
+    if (fd >= 0) close(fd);
+    freeaddrinfo(ai);
+    return rc;
+}
+

@@ -122,6 +122,12 @@ const char *net_node_endpoint(const net_node_t *n);
 void net_node_address(const net_node_t *n, char *out, size_t len);
 const uint8_t *net_node_id(const net_node_t *n);
 
+// A plain TCP connect to tcp://host:port (also tcp://[v6]:port) within timeout_ms, to tell "nothing
+// answers there" apart from "answers but the handshake fails": ZeroMQ itself retries in silence and
+// reports neither. 0, or -1 with why ("connection refused (nothing listens on that port)", "no answer
+// within 5 s", "cannot resolve ...").
+int net_tcp_check(const char *endpoint, int timeout_ms, char *why, size_t wlen);
+
 // Connects a DEALER to "ID@tcp://host:port" and queues our HELLO. Returns 0 or -1 with the reason.
 // Connecting twice to the same id reuses the connection.
 int net_node_connect(net_node_t *n, const char *addr, char *err, size_t errlen);

@@ -8,14 +8,11 @@
 // seeds' membership views. Its listener stays up (and the node is polled) while the dial-back is
 // pending, so the seed's TCP connect has something to reach.
 #include <errno.h>
-#include <netdb.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -68,57 +65,6 @@ static void s_secs(int ms, char *out, size_t len) {
     else snprintf(out, len, "%.1f s", ms / 1000.0);
 }
 
-// Plain TCP connect to tcp://host:port, to tell "nothing answers" apart from "answers but the CURVE
-// handshake fails" (a wrong key): ZeroMQ itself retries silently and reports neither. Returns 0, or -1
-// with why ("connection refused", "no answer within 5 s", "cannot resolve ...").
-static int s_tcp_check(const char *endpoint, int timeout_ms, char *why, size_t wlen) {
-    char host[256];
-    const char *p = endpoint + 6, *colon = strrchr(p, ':');
-    if (!colon || colon == p || (size_t)(colon - p) >= sizeof host) {
-        snprintf(why, wlen, "not a tcp://host:port endpoint");
-        return -1;
-    }
-    memcpy(host, p, (size_t)(colon - p));
-    host[colon - p] = '\0';
-    if (host[0] == '[' && host[strlen(host) - 1] == ']') { // tcp://[::1]:7700
-        memmove(host, host + 1, strlen(host));
-        host[strlen(host) - 1] = '\0';
-    }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
-    int g = getaddrinfo(host, colon + 1, &hints, &ai);
-    if (g != 0 || !ai) {
-        snprintf(why, wlen, "cannot resolve '%s': %s", host, gai_strerror(g));
-        return -1;
-    }
-    int rc = -1, e = 0;
-    char secs[32];
-    s_secs(timeout_ms, secs, sizeof secs);
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(why, wlen, "socket: %s", strerror(errno));
-    } else if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-        rc = 0;
-    } else if (errno != EINPROGRESS) {
-        e = errno;
-    } else {
-        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-        if (poll(&pfd, 1, timeout_ms) == 1) {
-            socklen_t el = sizeof e;
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el);
-            if (e == 0) rc = 0;
-        } else {
-            snprintf(why, wlen, "no answer within %s", secs);
-        }
-    }
-    if (rc != 0 && e) {
-        if (e == ECONNREFUSED) snprintf(why, wlen, "connection refused (nothing listens on that port)");
-        else snprintf(why, wlen, "%s", strerror(e));
-    }
-    if (fd >= 0) close(fd);
-    freeaddrinfo(ai);
-    return rc;
-}
-
 // The seed's refusal, told from this node's side. The transport's diff reads "F: A here, B there"
 // from whoever wrote it: the seed ("refused: different run: ..."), or this node checking the seed's
 // WELCOME ("we refuse them: different run: ...").
@@ -156,7 +102,7 @@ static void s_check_seed(net_node_t *n, seed_t *s, int timeout_ms, tally_t *t) {
     s_short(s->id, who);
     s_secs(timeout_ms, secs, sizeof secs);
     int64_t t0 = s_now_ms();
-    if (!strncmp(s->ep, "tcp://", 6) && s_tcp_check(s->ep, timeout_ms, err, sizeof err) != 0) {
+    if (!strncmp(s->ep, "tcp://", 6) && net_tcp_check(s->ep, timeout_ms, err, sizeof err) != 0) {
         s_line(t, "FAIL", "seed %s@%s: %s — is the seed running and is the port open (firewall, port "
                "forwarding)? check [bootstrap] seed", who, s->ep, err);
         return;

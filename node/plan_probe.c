@@ -3,14 +3,11 @@
 
 #include <errno.h>
 #include <math.h>
-#include <netdb.h>
-#include <poll.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,49 +28,6 @@ static double s_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-// A plain TCP connect to tcp://host:port within timeout_ms: "nothing listens there" is a clear
-// message, while ZeroMQ would only retry in silence and the handshake would time out. 0 or -1 + why.
-static int s_tcp_connects(const char *endpoint, int timeout_ms, char *why, size_t wl) {
-    char host[256];
-    const char *h = endpoint + 6, *colon = strrchr(h, ':'); // plan_endpoint_ok checked the shape
-    size_t hl = colon ? (size_t)(colon - h) : 0;
-    if (!colon || hl == 0 || hl >= sizeof host) {
-        snprintf(why, wl, "'%s' is not tcp://host:port", endpoint);
-        return -1;
-    }
-    if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']') h++, hl -= 2; // tcp://[::1]:7700
-    memcpy(host, h, hl);
-    host[hl] = '\0';
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
-    int g = getaddrinfo(host, colon + 1, &hints, &ai);
-    if (g != 0 || !ai) {
-        snprintf(why, wl, "cannot resolve '%s': %s", host, gai_strerror(g));
-        return -1;
-    }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), rc = -1, e = 0;
-    if (fd < 0) {
-        e = errno;
-    } else if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-        rc = 0;
-    } else if (errno != EINPROGRESS) {
-        e = errno;
-    } else {
-        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-        if (poll(&pfd, 1, timeout_ms) == 1) {
-            socklen_t el = sizeof e;
-            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) != 0) e = errno;
-            if (e == 0) rc = 0;
-        } else {
-            snprintf(why, wl, "no answer within %d ms", timeout_ms);
-        }
-    }
-    if (rc != 0 && e == ECONNREFUSED) snprintf(why, wl, "connection refused (nothing listens on that port)");
-    else if (rc != 0 && e) snprintf(why, wl, "%s", strerror(e));
-    if (fd >= 0) close(fd);
-    freeaddrinfo(ai);
-    return rc;
 }
 
 // Advice for a refusal ("peer HEX: reason" from net_node_handshake).
@@ -102,7 +56,7 @@ static void s_probe_one(net_node_t *n, const plan_cluster_t *c, const plan_probe
         return;
     }
     r->state = PLAN_PROBE_FAILED;
-    if (s_tcp_connects(nd->peer, o->timeout_ms, err, sizeof err) != 0) {
+    if (net_tcp_check(nd->peer, o->timeout_ms, err, sizeof err) != 0) {
         snprintf(r->why, sizeof r->why, "not reached: %.200s: %.300s — is its loco run up, and the port open?", nd->peer, err);
         return;
     }
