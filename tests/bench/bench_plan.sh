@@ -63,32 +63,10 @@ if ! ls build/data/fortunes/*train*.bin >/dev/null 2>&1; then
     "$BIN" data --input /usr/share/games/fortunes --out build/data/fortunes >/dev/null || exit 1
 fi
 
-# tc rate → the cluster description's unit.
-bw() { echo "$1" | sed -E 's/^([0-9.]+)kbit$/\1kbit\/s/; s/^([0-9.]+)mbit$/\1Mbit\/s/; s/^([0-9.]+)gbit$/\1Gbit\/s/'; }
-# "12.34 ms" / "1.2 s" / "800.0 us" → seconds
-secs() { awk '{ v = $1; u = $2; if (u == "ms") v /= 1e3; else if (u == "us") v /= 1e6; printf "%.6f\n", v }'; }
+. tests/bench/lib_plan.sh
 
 # --- calibration (this machine, one thread) -----------------------------------------------------
-cat >"$W/cal.ini" <<INI
-[model]
-layers = $LAYERS
-d_model = $DMODEL
-heads = $HEADS
-seq_len = $SEQ
-vocab = 256
-[train]
-micro_batch = $MB
-micro_batches = $M
-[node x]
-island = A
-flops = 1T
-memory = 1GiB
-nic = lo tcp://127.0.0.1:1 1GB/s 1us
-INI
-"$BIN" plan -c "$W/cal.ini" --calibrate --threads 1 >"$W/cal.out" || { cat "$W/cal.out"; exit 1; }
-FLOPS=$(sed -n 's/.*declare for this machine: flops = \([0-9.e+]*\).*/\1/p' "$W/cal.out")
-CALH=$(sed -n 's/.*calib_head = \([0-9.]*\)$/\1/p' "$W/cal.out" | tail -1)
-CALH=$(awk -v c="${CALH:-0}" 'BEGIN { print (c > 0.01 ? c : 0.01) }') # the fit clips a noisy head at 0
+calibrate
 LAT=$(sed -n 's/^loopback link.*fitted latency \([0-9.]* [mu]*s\),.*/\1/p' "$W/cal.out" | secs)
 LOOPBW=$(sed -n 's/^loopback link.*bandwidth \([0-9.]*\) \([kMG]*\)B\/s.*/\1\2B\/s/p' "$W/cal.out" | sed 's/kB/kB/')
 echo "calibration: flops $FLOPS per node, calib_head $CALH, loopback latency $LAT s ($(grep 'mean absolute error' "$W/cal.out" | sed 's/^ *//'))"

@@ -47,34 +47,16 @@ for i in 1 2; do
 done
 
 # Calibration (this machine, one thread): per-block and head figures.
-cat >"$W/cal.ini" <<INI
-[model]
-layers = $LAYERS
-d_model = $DMODEL
-heads = $HEADS
-seq_len = $SEQ
-vocab = 256
-[train]
-micro_batch = $MB
-micro_batches = $M
-[node x]
-island = A
-flops = 1T
-memory = 1GiB
-nic = lo tcp://127.0.0.1:1 1GB/s 1us
-INI
-"$BIN" plan -c "$W/cal.ini" --calibrate --threads 1 >"$W/cal.out" || { cat "$W/cal.out"; exit 1; }
-FLOPS=$(sed -n 's/.*declare for this machine: flops = \([0-9.e+]*\).*/\1/p' "$W/cal.out")
-CALH=$(sed -n 's/.*calib_head = \([0-9.]*\)$/\1/p' "$W/cal.out" | tail -1)
-CALH=$(awk -v c="${CALH:-0}" 'BEGIN { print (c > 0.01 ? c : 0.01) }')
-bw=$(echo "$RATE" | sed -E 's/^([0-9.]+)kbit$/\1kbit\/s/; s/^([0-9.]+)mbit$/\1Mbit\/s/; s/^([0-9.]+)gbit$/\1Gbit\/s/')
+. tests/bench/lib_plan.sh
+calibrate
+linkbw=$(bw "$RATE")
 {
     sed -n '/^\[model\]/,/^\[node/p' "$W/cal.ini" | sed '/^\[node/d'
     printf 'calib_block = 1\ncalib_head = %s\n[outer]\ninner_steps = 1000000\n' "$CALH"
     for i in 1 2; do
         a=$A1; [ $i = 2 ] && a=$A2
         printf '[node n%d]\nisland = A\nid = %s\nflops = %s\nmemory = 4GiB\nnic = veth tcp://%s:7800 %s 50us\n' \
-            "$i" "${ID[$i]}" "$FLOPS" "$a" "$bw"
+            "$i" "${ID[$i]}" "$FLOPS" "$a" "$linkbw"
     done
 } >"$W/cluster.ini"
 
@@ -131,7 +113,6 @@ k, n = int(sys.argv[2]), int(sys.argv[3])
 print("%.6f" % ((e[-1] - e[k - 1]) / (len(e) - k)) if len(e) == n and n > k else "nan")
 PY
 }
-secs() { awk '{ v = $1; u = $2; if (u == "ms") v /= 1e3; else if (u == "us") v /= 1e6; printf "%.6f\n", v }'; }
 
 echo "bench_window: 2 stages of $LAYERS blocks (d_model $DMODEL) across a $RATE link, micro-batch $MB x $SEQ, $M per step, $STEPS steps (mean after $SKIP)"
 printf '  %-8s %12s %12s %12s %8s\n' window predicted simulated measured error

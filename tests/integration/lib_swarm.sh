@@ -46,9 +46,11 @@ swarm() {
 }
 
 # wait_all DIR N SECONDS: every peer of DIR exits 0 within the time limit.
-wait_all() {
-    local dir=$1 n=$2 secs=$3 t0=$SECONDS
-    for i in $(seq "$n"); do
+# wait_peers DIR SECS I...: waits for peers I... of DIR to exit, each with status 0, within SECS in all.
+wait_peers() {
+    local dir=$1 secs=$2 t0=$SECONDS i
+    shift 2
+    for i in "$@"; do
         while kill -0 "${PID[$dir$i]}" 2>/dev/null; do
             [ $((SECONDS - t0)) -ge "$secs" ] && fail "$dir: peer $i still running after ${secs}s (hang?)"
             sleep 0.2
@@ -56,3 +58,5 @@ wait_all() {
         wait "${PID[$dir$i]}" || fail "$dir: peer $i exited with $?"
     done
 }
+
+wait_all() { wait_peers "$1" "$3" $(seq "$2"); }

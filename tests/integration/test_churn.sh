@@ -119,14 +119,7 @@ for i in $(seq $((N + 2))); do
     for d in "${dead[@]}"; do [ "$d" = "$i" ] && skip=1; done
     [ $skip = 0 ] && alive+=("$i")
 done
-t0=$SECONDS
-for i in "${alive[@]}"; do
-    while kill -0 "${PID[churn$i]}" 2>/dev/null; do
-        [ $((SECONDS - t0)) -ge 300 ] && fail "peer $i still running 300 s after the last churn event (hang?)"
-        sleep 0.2
-    done
-    wait "${PID[churn$i]}" || fail "peer $i exited with $?"
-done
+wait_peers churn 300 "${alive[@]}" # 300 s after the last churn event
 echo "  survivors: ${alive[*]}; killed for good: ${dead[*]}"
 
 "$PY" - "$W" "$N" "${alive[*]}" "${dead[*]}" <<'PY' || fail "churn checks (above)"

@@ -108,14 +108,7 @@ for algo in $ALGOS; do
     date +%s.%N >"$d/t_heal"
     "$SIM" heal "$NAME"
     echo "  $algo: healed after round $(rounds_of "$d/m1.jsonl")"
-    t0=$SECONDS
-    for i in $(seq "$N"); do
-        while kill -0 "${PID[$algo$i]}" 2>/dev/null; do
-            [ $((SECONDS - t0)) -ge 240 ] && fail "$algo: peer $i still running (hang?)"
-            sleep 0.2
-        done
-        wait "${PID[$algo$i]}" || fail "$algo: peer $i exited with $?"
-    done
+    wait_all "$algo" "$N" 240
     for i in $(seq "$N"); do
         for t in cut heal; do # the newest checkpoint written before the cut / the heal
             f=$(find "$d/ck$i" -name 'ckpt_*.bin' ! -newermt "@$(cat "$d/t_$t")" | sort | tail -1)

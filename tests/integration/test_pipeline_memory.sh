@@ -78,16 +78,10 @@ for i in 1 2; do
     (ulimit -d "$LIMIT_KB"; exec "$BIN" run -c "$W/base.ini" --set node.key="$W/k$i" \
         --set net.listen="tcp://127.0.0.1:${P[$i]}" --set train.checkpoint_dir="$W/ck$i" \
         --set node.peer_cache="$W/cache$i" --set pipeline.plan="$W/plan" "${seed[@]}") >"$W/log$i" 2>&1 &
-    PID[$i]=$!
+    PID[m$i]=$!
     pids+=("$!")
 done
-for i in 1 2; do
-    while kill -0 "${PID[$i]}" 2>/dev/null; do
-        [ $SECONDS -gt 240 ] && fail "hang"
-        sleep 0.2
-    done
-    wait "${PID[$i]}" || fail "stage $((i - 1)) exited with $? under ulimit -d $LIMIT_KB"
-done
+wait_all m 2 240 # peer i runs stage i - 1 under the limit
 for i in 1 2; do
     s=$((i - 1))
     grep -q "pipeline stage $s replica 0: 3 steps, 6 forward / 6 backward" "$W/log$i" || fail "stage $s did not finish"

@@ -19,62 +19,7 @@ cleanup() { for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; for f in "$W"/*/log*; do echo "--- $f"; grep -v "INFO  train: step" "$f" | tail -n 15; done; exit 1; }
 
-. tests/integration/lib_swarm.sh
-corpus_letters 4242 4000 "$W/text.txt"
-timeout 30 "$BIN" data --input "$W/text.txt" --out "$W/data" >/dev/null || fail "loco data"
-cat >"$W/base.ini" <<INI
-[run]
-name = pipe-test
-[model]
-layers = 2
-d_model = 32
-heads = 2
-seq_len = 32
-[train]
-data = $W/data
-steps = 60
-lr = 3e-3
-lr_min = 3e-4
-warmup = 5
-threads = 1
-eval_every = 0
-checkpoint_every = 0
-[gossip]
-period_ms = 200
-[pipeline]
-timeout_ms = 1500
-INI
-
-# keys DIR N: N identities under $W/DIR; fills ID[DIRi], P[DIRi] (gossip port) and Q[DIRi] (pipeline port).
-declare -A Q
-keys() {
-    mkdir -p "$W/$1"
-    for i in $(seq "$2"); do
-        "$BIN" keygen --out "$W/$1/k$i" >/dev/null || fail "keygen"
-        ID[$1$i]=$(awk '/^id =/ {print $3}' "$W/$1/k$i.pub")
-        P[$1$i]=$(port)
-        Q[$1$i]=$(port)
-    done
-}
-# start DIR i PLAN [args...]: `loco run` for identity i of DIR with the plan; peer 1 is the seed.
-start() {
-    local dir=$1 i=$2 plan=$3; shift 3
-    local seed=()
-    [ "$i" != 1 ] && seed=(--set "bootstrap.seed=${ID[${dir}1]}@tcp://127.0.0.1:${P[${dir}1]}")
-    "$BIN" run -c "$W/base.ini" --set node.key="$W/$dir/k$i" --set net.listen="tcp://127.0.0.1:${P[$dir$i]}" \
-        --set train.checkpoint_dir="$W/$dir/ck$i" --set node.peer_cache="$W/$dir/cache$i" \
-        --set train.metrics="$W/$dir/m$i.jsonl" --set pipeline.plan="$plan" "${seed[@]}" "$@" >"$W/$dir/log$i" 2>&1 &
-    PID[$dir$i]=$!
-    pids+=("$!")
-}
-# losses FILE: the step records' losses, one per line.
-losses() { grep '"kind":"step"' "$1" | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/'; }
-# falls FILE: mean loss of the last 10 steps is below that of the first 10 by 10%.
-falls() {
-    losses "$1" | awk '{ l[NR] = $1 } END { if (NR < 20) exit 1; a = 0; b = 0;
-        for (i = 1; i <= 10; i++) { a += l[i]; b += l[NR - 10 + i] }
-        printf "  loss first 10 steps %.4f, last 10 %.4f\n", a / 10, b / 10; exit !(b < 0.9 * a) }'
-}
+. tests/integration/lib_pipe.sh
 
 
 STEPS=1000
@@ -102,14 +47,7 @@ restart() {
     wait "${PID[a$v]}" 2>/dev/null
     mv "$W/a/log$v" "$W/a/log$v.first"
     start a "$v" "$W/plan2" --set train.steps=$STEPS --set train.checkpoint_every=50
-    local t0=$SECONDS
-    for i in 1 2; do
-        while kill -0 "${PID[a$i]}" 2>/dev/null; do
-            [ $((SECONDS - t0)) -gt 120 ] && fail "stage $((v - 1)) restarted: a hang"
-            sleep 0.2
-        done
-        wait "${PID[a$i]}" || fail "stage $((v - 1)) restarted: node $i exited with $?"
-    done
+    wait_all a 2 120
     at=$(grep -o "resumed from .* at step [0-9]*" "$W/a/log$v" | awk '{print $NF}')
     [ -n "$at" ] && [ "$at" -ge 400 ] && [ $((at % 50)) = 0 ] || fail "stage $((v - 1)) did not resume from a checkpoint at step >= 400 (got '$at')"
     local other=$((3 - v))
