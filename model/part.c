@@ -9,20 +9,6 @@
 
 static int s_whole(const part_t *p) { return !p || p->n == 0; }
 
-size_t part_elems(const part_t *p, size_t n) {
-    if (s_whole(p)) return n;
-    size_t k = 0;
-    for (int i = 0; i < p->n; i++) k += p->len[i];
-    return k;
-}
-
-int part_covers(const part_t *p, size_t off, size_t len) {
-    if (s_whole(p)) return 1;
-    for (int i = 0; i < p->n; i++)
-        if (off >= p->off[i] && off + len <= p->off[i] + p->len[i]) return 1;
-    return 0;
-}
-
 int part_check(const part_t *p, size_t n, char *err, size_t errlen) {
     if (s_whole(p)) return 0;
     if (p->n < 0 || p->n > PART_MAX) {

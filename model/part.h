@@ -17,10 +17,6 @@ typedef struct {
     size_t len[PART_MAX];
 } part_t;
 
-// Elements covered by the parts (n when p is NULL or whole).
-size_t part_elems(const part_t *p, size_t n);
-// 1 when [off, off+len) lies inside one part (or p is whole).
-int part_covers(const part_t *p, size_t off, size_t len);
 // Checks the parts against a buffer of n elements; -1 with the reason in err.
 int part_check(const part_t *p, size_t n, char *err, size_t errlen);
 

@@ -177,9 +177,7 @@ static void s_print_layout(const plan_cluster_t *c, const plan_layout_t *l, cons
     printf(", %s per node; bottleneck: ", s_si(flops, "FLOP/s", b, sizeof b));
     if (e->window_bound) {
         int W = plan_stage_window(c->schedule, c->micro_batches, l->S, l->window, 0);
-        double rt = 0;
-        for (int s = 0; s < l->S; s++) rt += e->t[s] + (s + 1 < l->S ? 2.0 * e->k[s] : 0.0);
-        printf("1F1B's window (%d micro-batches in flight, a round trip of %s)\n", W, s_time(rt, d, sizeof d));
+        printf("1F1B's window (%d micro-batches in flight, a round trip of %s)\n", W, s_time(e->round_trip_s, d, sizeof d));
     } else if (e->bottleneck_link >= 0) printf("link %d->%d\n", e->bottleneck_link, e->bottleneck_link + 1);
     else printf("stage %d compute\n", e->bottleneck_stage);
     printf("           bytes across islands per step: %s\n", s_si(s_cross_bytes(c, l, e), "B", a, sizeof a));

@@ -109,7 +109,6 @@ struct pipe_t {
     double norm_in, total_in;
     uint64_t norm_in_step, total_in_step; // step + 1 of the value held
     uint64_t partial_log_ms;
-    volatile sig_atomic_t *stop; // of the pipe_apply in progress
 };
 
 static uint64_t s_mono_ms(void) {
@@ -957,8 +956,7 @@ static int s_wait_sum(pipe_t *p, const uint64_t *have_step, int from, volatile s
 // The global gradient norm of this step's pipeline: sums of squares go up (each stage adds its own
 // to what the next one sent), stage 0 has the total and sends it back down. With a part missing
 // (a node dead or late) the norm is of what came, counted and logged. 0, or -1 on stop.
-static int s_global_norm(pipe_t *p, const float *g, float *norm) {
-    volatile sig_atomic_t *stop = p->stop;
+static int s_global_norm(pipe_t *p, const float *g, volatile sig_atomic_t *stop, float *norm) {
     double sum = optim_grad_sumsq(g, p->len), total;
     int whole = 1, r;
     if (p->down >= 0) {
@@ -994,8 +992,7 @@ int pipe_apply(pipe_t *p, trainer_t *t, volatile sig_atomic_t *stop) {
     t->lr = optim_lr_schedule(t->step, (uint64_t)c->warmup, (uint64_t)c->steps, c->lr, c->lr_min);
     // Every stage takes part in the norm every step, with micro-batches or not (its part is then 0).
     float gnorm = 0.0f;
-    p->stop = stop;
-    if (p->global_clip && s_global_norm(p, g, &gnorm) != 0) return 1;
+    if (p->global_clip && s_global_norm(p, g, stop, &gnorm) != 0) return 1;
     if (p->nproc > 0) { // with no micro-batch there is nothing to learn from: only the counter moves
         if (!p->global_clip) gnorm = optim_grad_norm(g, p->len);
         optim_clip_to_norm(g, p->len, gnorm, c->grad_clip);

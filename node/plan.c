@@ -374,6 +374,7 @@ int plan_eval(const plan_cluster_t *c, const plan_layout_t *l, plan_eval_t *e) {
         if (e->q[s] >= maxtk) e->bottleneck_link = s;
     e->window_bound = s_makespan(mp, S, l->window, sum, maxtk) > sum + (mp->M - 1) * maxtk * (1 + 1e-12);
     e->makespan_s = s_makespan(mp, S, l->window, sum, maxtk);
+    e->round_trip_s = sum;
     e->exchange_s = X;
     for (int r = 0; S > 1 && r < R; r++) e->wte_s = fmax(e->wte_s, s_wte_sync(mp, l->slot[S - 1][r], l->slot[0][r]));
     if (!isfinite(e->wte_s) && e->feasible) {

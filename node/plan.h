@@ -118,6 +118,7 @@ typedef struct {
     double t[PLAN_MAX_STAGES], k[PLAN_MAX_STAGES], x[PLAN_MAX_STAGES];
     double q[PLAN_MAX_STAGES];               // boundary serialisation (message / β, worst replica)
     int window_bound;                        // 1F1B's window, not a stage or link, sets the rate
+    double round_trip_s;                     // one micro-batch from stage 0's forward to its backward
     double mem_need[PLAN_MAX_STAGES], mem_have[PLAN_MAX_STAGES];
     double params[PLAN_MAX_STAGES];          // parameters held by each stage
     double act_bytes_link_step;              // per boundary per replica per step, both directions

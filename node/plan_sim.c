@@ -183,6 +183,5 @@ int plan_simulate(const plan_cluster_t *c, const plan_layout_t *l, int steps, pl
     out->first_step_s = worst_first;
     out->step_s = c->overlap ? fmax(worst, X / H) : worst + X / H;
     for (int s = 0; s < S; s++) out->busy[s] = busy[s];
-    out->tokens_per_s = e.tokens_per_step / out->step_s;
     return 0;
 }

@@ -26,7 +26,6 @@ typedef struct {
     double pipe_s;           // the same without the outer exchange: micro-batches and wte sync
     double first_step_s;     // the first step (from an empty pipeline)
     double busy[PLAN_MAX_STAGES]; // fraction of steady-state time each stage's slowest replica computes
-    double tokens_per_s;
 } plan_sim_t;
 
 // Simulates `steps` inner steps (≥ 2) of layout l on cluster c. 0, or -1 with the reason in err

@@ -8,22 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/rng.h"
 #include "node/plan.h"
 
-typedef struct {
-    uint64_t s;
-} rng_t;
-
-static uint64_t s_next(rng_t *r) { // xorshift64*
-    r->s ^= r->s >> 12;
-    r->s ^= r->s << 25;
-    r->s ^= r->s >> 27;
-    return r->s * 2685821657736338717ULL;
-}
-static int s_int(rng_t *r, int lo, int hi) { return lo + (int)(s_next(r) % (uint64_t)(hi - lo + 1)); }
+// Random instances from model/rng.h's generator.
+static int s_int(rng_t *r, int lo, int hi) { return lo + (int)rng_below(r, (uint64_t)(hi - lo + 1)); }
 static double s_logu(rng_t *r, double lo, double hi) {
-    double u = (double)(s_next(r) >> 11) / 9007199254740992.0;
-    return lo * pow(hi / lo, u);
+    return lo * pow(hi / lo, (double)(rng_next(r) >> 11) / 9007199254740992.0);
 }
 
 // A random cluster: up to max_nodes nodes on 1-3 islands, 1-2 NICs each (some island-local),

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/rng.h"
 #include "node/plan.h"
 #include "node/plan_sim.h"
 
@@ -84,16 +85,22 @@ Test(plan_sim, equal_stages_on_ideal_links_take_m_plus_s_minus_1) {
 
 // Two stages joined by a link whose latency is 3 stage times: with 1F1B's window of 2 the round
 // trip (2 t + 2 k) bounds the rate at 2 micro-batches per round trip, which both see.
+// Two stages of 4 blocks, 16 micro-batches, a link of infinite bandwidth whose latency is 3 stage
+// times; *e evaluated.
+static void s_slow_link(plan_cluster_t *c, plan_layout_t *l, plan_eval_t *e) {
+    s_cluster(c, 2, 8, 16, 1e18, 0);
+    s_pipeline(l, 2, 8);
+    cr_assert_eq(plan_eval(c, l, e), 0);
+    s_cluster(c, 2, 8, 16, 1e18, 3 * e->t[0]);
+    cr_assert_eq(plan_eval(c, l, e), 0);
+}
+
 Test(plan_sim, slow_link_makes_the_window_bind) {
     static plan_cluster_t c;
-    s_cluster(&c, 2, 8, 16, 1e18, 0);
     plan_layout_t l;
-    s_pipeline(&l, 2, 8);
     plan_eval_t e;
-    cr_assert_eq(plan_eval(&c, &l, &e), 0);
+    s_slow_link(&c, &l, &e);
     double t = e.t[0];
-    s_cluster(&c, 2, 8, 16, 1e18, 3 * t);
-    cr_assert_eq(plan_eval(&c, &l, &e), 0);
     plan_sim_t sim;
     char err[200];
     cr_assert_eq(plan_simulate(&c, &l, 3, &sim, err, sizeof err), 0, "%s", err);
@@ -109,18 +116,10 @@ Test(plan_sim, slow_link_makes_the_window_bind) {
 
 // --- random clusters: the closed form against the simulation ----------------------------------
 
-typedef struct {
-    uint64_t s;
-} rng_t;
-static uint64_t s_next(rng_t *r) {
-    r->s ^= r->s >> 12;
-    r->s ^= r->s << 25;
-    r->s ^= r->s >> 27;
-    return r->s * 2685821657736338717ULL;
-}
-static int s_int(rng_t *r, int lo, int hi) { return lo + (int)(s_next(r) % (uint64_t)(hi - lo + 1)); }
+// Random instances from model/rng.h's generator.
+static int s_int(rng_t *r, int lo, int hi) { return lo + (int)rng_below(r, (uint64_t)(hi - lo + 1)); }
 static double s_logu(rng_t *r, double lo, double hi) {
-    return lo * pow(hi / lo, (double)(s_next(r) >> 11) / 9007199254740992.0);
+    return lo * pow(hi / lo, (double)(rng_next(r) >> 11) / 9007199254740992.0);
 }
 
 Test(plan_sim, closed_form_against_simulation_on_random_clusters, .timeout = 120) {
@@ -166,13 +165,9 @@ Test(plan_sim, closed_form_against_simulation_on_random_clusters, .timeout = 120
 // and the simulation both get faster and still agree.
 Test(plan_sim, a_wider_window_covers_the_round_trip) {
     static plan_cluster_t c;
-    s_cluster(&c, 2, 8, 16, 1e18, 0);
     plan_layout_t l;
-    s_pipeline(&l, 2, 8);
     plan_eval_t e;
-    cr_assert_eq(plan_eval(&c, &l, &e), 0);
-    s_cluster(&c, 2, 8, 16, 1e18, 3 * e.t[0]);
-    cr_assert_eq(plan_eval(&c, &l, &e), 0);
+    s_slow_link(&c, &l, &e);
     cr_assert(e.window_bound);
     plan_sim_t before, after;
     char err[200];
