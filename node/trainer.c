@@ -78,9 +78,9 @@ trainer_t *trainer_new_part(const loco_config_t *cfg, int need_data, uint64_t st
         }
     }
 #endif
-    // With a GPU model the CPU one only holds host copies of the parameters: no activations.
-    int mb = t->gpu || (need_data & TRAINER_PARAMS_ONLY) ? 1 : B, mt = mb == 1 ? 1 : T;
-    t->model = gpt_new_part(&cfg->model, part, mb, mt, err, errlen);
+    // With a GPU model, or for a pipeline stage, the CPU model needs no activations: 1 x 1.
+    int small = t->gpu || (need_data & TRAINER_PARAMS_ONLY);
+    t->model = gpt_new_part(&cfg->model, part, small ? 1 : B, small ? 1 : T, err, errlen);
     if (!t->model) goto fail;
     gpt_set_threads(t->model, cfg->threads);
     gpt_init_params(t->model, (uint64_t)cfg->seed);

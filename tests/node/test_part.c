@@ -202,3 +202,17 @@ Test(part, checkpoints_of_parts_round_trip_and_refuse_other_holders) {
     trainer_destroy(&a), trainer_destroy(&b), trainer_destroy(&w), trainer_destroy(&f);
     unlink(f_part), unlink(f_whole), rmdir(s_dir);
 }
+
+// A whole-model trainer with [train] batch = 1 holds activations for whole sequences (a 1 x 1 model
+// is only for GPU host copies and pipeline stages).
+Test(part, a_batch_of_one_gets_whole_sequences) {
+    loco_config_t c;
+    s_trainer_cfg(&c, "/tmp");
+    c.batch = 1;
+    char err[512];
+    trainer_t *t = trainer_new(&c, 0, 1, err, sizeof err);
+    cr_assert(t, "%s", err);
+    cr_expect_eq(t->model->maxB, 1);
+    cr_expect_eq(t->model->maxT, c.model.seq_len);
+    trainer_destroy(&t);
+}
