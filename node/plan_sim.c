@@ -160,20 +160,20 @@ int plan_simulate(const plan_cluster_t *c, const plan_layout_t *l, int steps, pl
             plan_link_t lk = plan_link(c, l->slot[S - 1][r], l->slot[0][r]);
             p.wgrad = p.wte = (chan_t){lk.alpha, lk.beta, 0};
         }
-        double start[PLAN_MAX_STAGES] = {0}, t0_prev = 0, first = 0, pb[PLAN_MAX_STAGES] = {0};
+        double start[PLAN_MAX_STAGES] = {0}, first = 0, pb[PLAN_MAX_STAGES] = {0}; // first: stage 0's first step
         for (int k = 0; k < steps; k++) {
             double next[PLAN_MAX_STAGES], kb[PLAN_MAX_STAGES] = {0};
             s_step(&p, st, start, next, kb);
-            if (k == 0) first = t0_prev = next[0];
+            if (k == 0) first = next[0];
             else
                 for (int s = 0; s < S; s++) pb[s] += kb[s];
             memcpy(start, next, sizeof next);
         }
-        double steady = (start[0] - t0_prev) / (steps - 1);
+        double steady = (start[0] - first) / (steps - 1);
         if (steady > worst) worst = steady;
         if (first > worst_first) worst_first = first;
         for (int s = 0; s < S; s++) {
-            double f = pb[s] / (start[0] - t0_prev);
+            double f = pb[s] / (start[0] - first);
             if (f > busy[s]) busy[s] = f;
         }
     }
